@@ -1,0 +1,40 @@
+# The README's two commands. Each creates .venv when missing and installs what it needs.
+# CPU machines get the CPU torch build by pinning it before anything else pulls torch in;
+# for a GPU machine see README.md ("GPU install").
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-installed
+PKG_STAMP := $(VENV)/.pkg-installed
+SOURCES := $(shell find pipelines tasks cluster registry -type f \( -name '*.py' -o -name '*.txt' -o -name '*.yaml' \) 2>/dev/null)
+
+.PHONY: demo test lint install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q ".[dev,demo]"
+	touch $@
+
+# We test the installed package, not the source tree: reinstall (without deps) when sources change.
+$(PKG_STAMP): $(DEPS_STAMP) $(SOURCES)
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+	touch $@
+
+install: $(PKG_STAMP)
+
+demo: $(PKG_STAMP)
+	$(PY) scripts/demo_issue2.py
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(PKG_STAMP) lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) artifacts build *.egg-info

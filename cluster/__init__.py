@@ -1,0 +1,1 @@
+"""Where slimline runs: the Ray executor, resources, job submission and cluster configs."""

