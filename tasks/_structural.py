@@ -67,7 +67,9 @@ def group_scores_by_weight(
     return ((qh + oh).reshape(n_kv, r).sum(1) + kg + vg).sqrt()
 
 
-def group_scores_by_activation(act_abs_mean: Tensor, o: Tensor, n_heads: int, n_kv: int, head_dim: int) -> Tensor:
+def group_scores_by_activation(
+    act_abs_mean: Tensor, o: Tensor, n_heads: int, n_kv: int, head_dim: int
+) -> Tensor:
     """Importance of each KV group from calibration: mean |head output| times the o-projection norm."""
     per_channel = act_abs_mean * o.norm(dim=0)
     return per_channel.reshape(n_kv, (n_heads // n_kv) * head_dim).sum(1)

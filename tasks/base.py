@@ -46,7 +46,9 @@ class StepConfig(BaseModel):
 
     def digest(self) -> str:
         """A stable hash of the config and its version."""
-        payload = json.dumps({"v": self.version, "cls": type(self).__name__, **self.to_json()}, sort_keys=True)
+        payload = json.dumps(
+            {"v": self.version, "cls": type(self).__name__, **self.to_json()}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

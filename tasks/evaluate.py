@@ -57,29 +57,61 @@ def _reduce(task: str, out: np.ndarray, mask: np.ndarray, ids: np.ndarray) -> tu
     return logits.argmax(-1)[valid], float((logz - target)[valid].sum()), int(valid.sum())
 
 
-def _collect(task: str, run: Callable[[dict[str, np.ndarray]], np.ndarray], tokenizer: Any, names: list[str],
-             texts: list[str], batch_size: int, max_length: int) -> Outputs:
+def _collect(
+    task: str,
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    tokenizer: Any,
+    names: list[str],
+    texts: list[str],
+    batch_size: int,
+    max_length: int,
+) -> Outputs:
     parts, nll, count = [], 0.0, 0
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        feed = {n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64) for n in names}
+        enc = tokenizer(
+            texts[i : i + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
+        )
+        feed = {
+            n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
+            for n in names
+        }
         values, s, c = _reduce(task, run(feed).astype(np.float32), feed["attention_mask"], feed["input_ids"])
         parts.append(values)
         nll, count = nll + s, count + c
     return Outputs(task, np.concatenate(parts), nll / count if count else None)
 
 
-def onnx_outputs(onnx_path: Path, texts: list[str], *, batch_size: int = 16, max_length: int = 128,
-                 threads: int | None = None, device: str = "cpu") -> Outputs:
+def onnx_outputs(
+    onnx_path: Path,
+    texts: list[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> Outputs:
     """Run a slimline graph over `texts` and reduce its outputs for its task."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
     tok = load_tokenizer(str(Path(onnx_path).parent))
-    return _collect(meta["task"], lambda f: sess.run(None, f)[0], tok, meta["inputs"], texts, batch_size, max_length)
+    return _collect(
+        meta["task"], lambda f: sess.run(None, f)[0], tok, meta["inputs"], texts, batch_size, max_length
+    )
 
 
-def torch_outputs(model: torch.nn.Module, tokenizer: Any, task: str, texts: list[str], *, batch_size: int = 16,
-                  max_length: int = 128) -> Outputs:
+def torch_outputs(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    task: str,
+    texts: list[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 128,
+) -> Outputs:
     """The same reduction for a PyTorch model (the fp32 baseline)."""
     names = input_names(model, tokenizer)
     wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
@@ -141,16 +173,25 @@ def _time(fn: Callable[[], object], cfg: LatencyConfig) -> list[float]:
     return times
 
 
-def onnx_latency(onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
+def onnx_latency(
+    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None, device: str = "cpu"
+) -> dict[str, Any]:
     """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
-    feed = encode(load_tokenizer(str(Path(onnx_path).parent)), texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
+    feed = encode(
+        load_tokenizer(str(Path(onnx_path).parent)),
+        texts,
+        cfg.batch_size,
+        cfg.sequence_length,
+        meta["inputs"],
+    )
     return timing_stats(_time(lambda: sess.run(None, feed), cfg), cfg.batch_size)
 
 
-def torch_latency(model: torch.nn.Module, tokenizer: Any, task: str, cfg: LatencyConfig, texts: list[str]) -> dict[str, Any]:
+def torch_latency(
+    model: torch.nn.Module, tokenizer: Any, task: str, cfg: LatencyConfig, texts: list[str]
+) -> dict[str, Any]:
     """The same measurement for the PyTorch model."""
     names = input_names(model, tokenizer)
     wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()

@@ -52,7 +52,10 @@ class TaskWrapper(nn.Module):
         self.model, self.output, self.causal = model, output, causal
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         kw: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -117,20 +120,49 @@ def check_parity(
     return results
 
 
-def _export_dynamo(wrapped: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], out: str, opset: int, big: bool) -> None:
+def _export_dynamo(
+    wrapped: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    names: list[str],
+    out: str,
+    opset: int,
+    big: bool,
+) -> None:
     dyn = torch.export.Dim.DYNAMIC
     torch.onnx.export(
-        wrapped, args, str(path), dynamo=True, opset_version=opset, input_names=names, output_names=[out],
-        dynamic_shapes=tuple({0: dyn, 1: dyn} for _ in names), external_data=big, verbose=False,
+        wrapped,
+        args,
+        str(path),
+        dynamo=True,
+        opset_version=opset,
+        input_names=names,
+        output_names=[out],
+        dynamic_shapes=tuple({0: dyn, 1: dyn} for _ in names),
+        external_data=big,
+        verbose=False,
     )
 
 
-def _export_legacy(wrapped: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], out: str, opset: int) -> None:
+def _export_legacy(
+    wrapped: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], out: str, opset: int
+) -> None:
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, out]}
-    torch.onnx.export(wrapped, args, str(path), dynamo=False, opset_version=opset, input_names=names, output_names=[out], dynamic_axes=axes)
+    torch.onnx.export(
+        wrapped,
+        args,
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=names,
+        output_names=[out],
+        dynamic_axes=axes,
+    )
 
 
-def export_model(model: nn.Module, tokenizer: Any, task: str, path: Path, texts: list[str], cfg: ExportConfig) -> Record:
+def export_model(
+    model: nn.Module, tokenizer: Any, task: str, path: Path, texts: list[str], cfg: ExportConfig
+) -> Record:
     """Export `model` to `path`, trying the configured exporter(s); returns which one was used."""
     names = input_names(model, tokenizer)
     wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
@@ -149,7 +181,7 @@ def export_model(model: nn.Module, tokenizer: Any, task: str, path: Path, texts:
                 else:
                     _export_legacy(wrapped, args, path, names, output_name(task), cfg.opset)
             return {"exporter": name, "exporter_errors": errors, "inputs": names, "wrapped": wrapped}
-        except Exception as exc:  # noqa: BLE001 - any exporter failure means: try the next one
+        except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
             log.info("%s exporter failed: %s", name, errors[name])
     raise TaskError(f"ONNX export failed with every exporter: {errors}")

@@ -88,7 +88,10 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
-SUPPORTED = "BERT-like encoders (BERT, RoBERTa, MiniLM, ELECTRA, ...), DistilBERT, GPT-2, Llama-like (Llama, Mistral, Qwen)"
+SUPPORTED = (
+    "BERT-like encoders (BERT, RoBERTa, MiniLM, ELECTRA, ...), DistilBERT, GPT-2, "
+    "Llama-like (Llama, Mistral, Qwen)"
+)
 
 
 def get_path(root: nn.Module, path: str) -> nn.Module:
@@ -114,7 +117,9 @@ def detect(model: nn.Module) -> Family:
         if not _has(base, fam.layers):
             continue
         layers = get_path(base, fam.layers)
-        if len(layers) and all(_has(layers[0], p) for p in (fam.q, fam.k, fam.v, fam.o, fam.ffn_out, *fam.ffn_in)):
+        if len(layers) and all(
+            _has(layers[0], p) for p in (fam.q, fam.k, fam.v, fam.o, fam.ffn_out, *fam.ffn_in)
+        ):
             return fam
     kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     raise UnsupportedArchitecture(f"architecture {kind!r} is not supported; supported families: {SUPPORTED}")

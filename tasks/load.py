@@ -115,7 +115,9 @@ def _load_weights(model: nn.Module, folder: Path) -> None:
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
     if missing or unexpected:
-        raise ModelSourceError(f"{folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ModelSourceError(
+            f"{folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
 
@@ -127,7 +129,9 @@ def load_tokenizer(path: str) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"model.source {path!r}: no usable tokenizer ({str(exc).splitlines()[0]})") from exc
+        raise ModelSourceError(
+            f"model.source {path!r}: no usable tokenizer ({str(exc).splitlines()[0]})"
+        ) from exc
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok

@@ -47,10 +47,10 @@ def _optimize(src: Path, dst: Path, meta: Record, only_onnxruntime: bool) -> dic
     opt = optimize_model(
         str(src),
         model_type=ORT_MODEL_TYPE.get(meta["family"], "bert"),
-        # After head pruning, num_heads is the kept count; hidden_size stays the model's width
-        # (the fusion still matches and parity is checked below).
+        # The fusion reads hidden_size as the attention width (heads x head_dim); after head
+        # pruning that is smaller than the model's width. Parity is checked below either way.
         num_heads=meta["num_heads"],
-        hidden_size=meta["hidden_size"],
+        hidden_size=meta["num_heads"] * meta["head_dim"],
         only_onnxruntime=only_onnxruntime,
         opt_level=1 if only_onnxruntime else None,
     )

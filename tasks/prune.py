@@ -37,7 +37,9 @@ class MagnitudeConfig(StepConfig):
             if not 0 < n < m:
                 raise ValueError(f"pattern {self.pattern!r}: expected N:M with 0 < N < M")
             if self.sparsity is not None and abs(self.sparsity - (1 - n / m)) > 1e-9:
-                raise ValueError(f"sparsity {self.sparsity} contradicts pattern {self.pattern} ({1 - n / m:g})")
+                raise ValueError(
+                    f"sparsity {self.sparsity} contradicts pattern {self.pattern} ({1 - n / m:g})"
+                )
         return self
 
     @property
@@ -79,11 +81,15 @@ def prune_magnitude(model: nn.Module, cfg: MagnitudeConfig) -> float:
             for mod in mods:
                 w = st.out_major(mod)
                 if w.shape[1] % m:
-                    raise TaskError(f"N:M {cfg.pattern}: a weight has input width {w.shape[1]}, not divisible by {m}")
+                    raise TaskError(
+                        f"N:M {cfg.pattern}: a weight has input width {w.shape[1]}, not divisible by {m}"
+                    )
                 mask = sp.nm_mask(w, n, m)
                 mod.weight.mul_(mask.t() if st.is_conv1d(mod) else mask)
         elif cfg.scope == "global":
-            for mod, mask in zip(mods, sp.global_magnitude_masks([x.weight for x in mods], cfg.target_sparsity), strict=True):
+            for mod, mask in zip(
+                mods, sp.global_magnitude_masks([x.weight for x in mods], cfg.target_sparsity), strict=True
+            ):
                 mod.weight.mul_(mask)
         else:
             for mod in mods:
@@ -113,7 +119,9 @@ def _qkv(layer: nn.Module, fam: Family, n_q: int, head_dim: int) -> tuple[Tensor
     return tuple(st.out_major(get_path(layer, p)) for p in (fam.q, fam.k, fam.v))  # type: ignore[return-value]
 
 
-def remove_groups(layer: nn.Module, fam: Family, groups: list[int], n_q: int, n_kv: int, head_dim: int) -> int:
+def remove_groups(
+    layer: nn.Module, fam: Family, groups: list[int], n_q: int, n_kv: int, head_dim: int
+) -> int:
     """Physically drop KV groups (single heads under MHA) from one layer; returns heads kept."""
     r = n_q // n_kv
     kept_groups = [g for g in range(n_kv) if g not in set(groups)]
@@ -170,7 +178,7 @@ def _input_abs_means(model: nn.Module, paths: list[str], batches: list[dict[str,
     count = [0]
     mask_holder: dict[str, Tensor] = {}
 
-    def hook(i: int):  # noqa: ANN202 - closure factory
+    def hook(i: int):
         def fn(_m: nn.Module, args: tuple[Tensor, ...]) -> None:
             x = args[0].detach().abs()
             keep = mask_holder["mask"].reshape(-1).bool()
@@ -230,7 +238,9 @@ def prune_ffn(model: nn.Module, cfg: FFNConfig, batches: list[dict[str, Tensor]]
     if cfg.importance == "activation":
         if not batches:
             raise TaskError("ffn importance 'activation' needs calibration text")
-        acts = _input_abs_means(model, [f"{fam.layers}.{i}.{fam.ffn_out}" for i in range(len(layers))], batches)
+        acts = _input_abs_means(
+            model, [f"{fam.layers}.{i}.{fam.ffn_out}" for i in range(len(layers))], batches
+        )
     removed = []
     for i, layer in enumerate(layers):
         down = st.out_major(get_path(layer, fam.ffn_out))
@@ -250,17 +260,31 @@ def prune_ffn(model: nn.Module, cfg: FFNConfig, batches: list[dict[str, Tensor]]
 
 
 # ---------------------------------------------------------------- stage
-def calibration_batches(tokenizer: object, texts: list[str], max_length: int, batch_size: int = 8) -> list[dict[str, Tensor]]:
+def calibration_batches(
+    tokenizer: object, texts: list[str], max_length: int, batch_size: int = 8
+) -> list[dict[str, Tensor]]:
     """Tokenised calibration batches for activation-based importance."""
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_length)  # type: ignore[operator]
+        enc = tokenizer(
+            texts[i : i + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+        )  # type: ignore[operator]
         out.append(dict(enc))
     return out
 
 
 def apply(
-    cfg: PruneConfig, model_dir: Path, out_dir: Path, *, task: str, calibration: list[str] | None = None, max_length: int = 128
+    cfg: PruneConfig,
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    task: str,
+    calibration: list[str] | None = None,
+    max_length: int = 128,
 ) -> Record:
     """Prune the model at `model_dir` and save the result (reloadable at its new size) to `out_dir`."""
     from tasks.profile import count_params
@@ -280,5 +304,12 @@ def apply(
     params_after, nonzero = count_params(model)
     with atomic_dir(Path(out_dir)) as tmp:
         save_pretrained(model, tok, tmp)
-    rec.update({"path": str(out_dir), "params_before": params_before, "params": params_after, "nonzero_params": nonzero})
+    rec.update(
+        {
+            "path": str(out_dir),
+            "params_before": params_before,
+            "params": params_after,
+            "nonzero_params": nonzero,
+        }
+    )
     return rec

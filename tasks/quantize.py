@@ -65,13 +65,18 @@ QuantizeConfig = DynamicInt8Config | StaticInt8Config | FP16Config | Int4Config
 
 
 class _TextReader:
-    """ONNX Runtime CalibrationDataReader over real text (one sentence per feed, true lengths)."""
+    """ONNX Runtime CalibrationDataReader over real text, one sentence per feed.
+
+    Every feed has the same length (the longest sentence, capped at max_length): the entropy and
+    percentile calibrators stack activations across feeds and need identical shapes.
+    """
 
     def __init__(self, onnx_path: Path, texts: list[str], max_length: int) -> None:
         meta = read_meta(onnx_path)
         tok = load_tokenizer(str(Path(onnx_path).parent))
+        seq = min(max_length, max(len(tok(t)["input_ids"]) for t in texts))
         self._feeds: Iterator[dict[str, np.ndarray]] = iter(
-            [encode(tok, [t], 1, min(max_length, len(tok(t)["input_ids"])), meta["inputs"]) for t in texts]
+            [encode(tok, [t], 1, seq, meta["inputs"]) for t in texts]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -88,8 +93,13 @@ def _dynamic(cfg: DynamicInt8Config, src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
-        str(src), str(dst), per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-        weight_type=QuantType.QInt8, nodes_to_exclude=list(cfg.nodes_to_exclude), extra_options=dict(_EXTRA),
+        str(src),
+        str(dst),
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(cfg.nodes_to_exclude),
+        extra_options=dict(_EXTRA),
     )
 
 
@@ -98,16 +108,33 @@ def _static(cfg: StaticInt8Config, src: Path, dst: Path, texts: list[str], max_l
 
     if not texts:
         raise TaskError("static-int8 needs calibration text")
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibration]
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # Fused com.microsoft ops have no ONNX shape inference: without symbolic inference first,
+    # the QDQ quantizer cannot type their outputs and silently leaves activations in float.
+    inferred = dst.parent / "inferred.onnx"
+    quant_pre_process(str(src), str(inferred), skip_optimization=True, auto_merge=True)
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[cfg.calibration]
     quantize_static(
-        str(src), str(dst), _TextReader(src, texts[: cfg.samples], max_length), quant_format=QuantFormat.QDQ,
-        per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+        str(inferred),
+        str(dst),
+        _TextReader(src, texts[: cfg.samples], max_length),
+        quant_format=QuantFormat.QDQ,
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
         # u8 activations with s8 weights is the combination x86 int8 kernels are built for.
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-        nodes_to_exclude=list(cfg.nodes_to_exclude), calibration_providers=["CPUExecutionProvider"],
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        nodes_to_exclude=list(cfg.nodes_to_exclude),
+        calibration_providers=["CPUExecutionProvider"],
         extra_options=dict(_EXTRA),
     )
+    inferred.unlink()
 
 
 def _fp16(cfg: FP16Config, src: Path, dst: Path, device: str) -> None:
@@ -125,8 +152,12 @@ def _int4(cfg: Int4Config, src: Path, dst: Path) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quant = MatMulNBitsQuantizer(
-        onnx.load(str(src)), bits=4, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
-        accuracy_level=cfg.accuracy_level, quant_format=QuantFormat.QOperator,
+        onnx.load(str(src)),
+        bits=4,
+        block_size=cfg.block_size,
+        is_symmetric=cfg.symmetric,
+        accuracy_level=cfg.accuracy_level,
+        quant_format=QuantFormat.QOperator,
     )
     quant.process()
     if not any(n.op_type == "MatMulNBits" for n in quant.model.model.graph.node):
@@ -135,8 +166,13 @@ def _int4(cfg: Int4Config, src: Path, dst: Path) -> None:
 
 
 def apply(
-    cfg: QuantizeConfig, onnx_path: Path, out_dir: Path, *, calibration: list[str] | None = None,
-    device: str = "cpu", max_length: int = 128,
+    cfg: QuantizeConfig,
+    onnx_path: Path,
+    out_dir: Path,
+    *,
+    calibration: list[str] | None = None,
+    device: str = "cpu",
+    max_length: int = 128,
 ) -> Record:
     """Quantize the graph at `onnx_path` into `out_dir/model.onnx`."""
     src = Path(onnx_path)

@@ -14,7 +14,12 @@ from tasks.runtime import quiet_libraries
 quiet_libraries()
 
 FAMILIES = ("bert", "distilbert", "gpt2", "llama")
-TASK_OF = {"bert": "feature-extraction", "distilbert": "text-classification", "gpt2": "causal-lm", "llama": "causal-lm"}
+TASK_OF = {
+    "bert": "feature-extraction",
+    "distilbert": "text-classification",
+    "gpt2": "causal-lm",
+    "llama": "causal-lm",
+}
 
 
 def minilm_dir() -> Path:
@@ -23,26 +28,63 @@ def minilm_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def tiny_config(family: str):  # noqa: ANN201 - a transformers config
+def tiny_config(family: str):
     import transformers as tf
 
     vocab = 30522  # the packaged MiniLM tokenizer's vocabulary, reused by every tiny model
     if family == "bert":
-        return tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64)
+        return tf.BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
     if family == "distilbert":
-        return tf.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                   max_position_embeddings=64, num_labels=3)
+        return tf.DistilBertConfig(
+            vocab_size=vocab,
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            num_labels=3,
+        )
     if family == "gpt2":
-        return tf.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                             bos_token_id=101, eos_token_id=102)
+        return tf.GPT2Config(
+            vocab_size=vocab,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=101,
+            eos_token_id=102,
+        )
     if family == "llama":  # grouped-query attention: 4 query heads over 2 KV heads
-        return tf.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-                              bos_token_id=101, eos_token_id=102, pad_token_id=0)
+        return tf.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            bos_token_id=101,
+            eos_token_id=102,
+            pad_token_id=0,
+        )
     if family == "qwen2":
-        return tf.Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        return tf.Qwen2Config(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
     raise ValueError(family)
 
 
@@ -72,6 +114,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    return minilm_dir()
 
 
 @pytest.fixture(scope="session")

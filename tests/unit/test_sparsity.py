@@ -33,8 +33,12 @@ def test_nm_mask_keeps_n_largest_per_group() -> None:
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "distilbert"])
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_magnitude_sparsity_exact(tiny_model, family: str, scope: str) -> None:
-    model = load_pretrained(str(tiny_model(family)), "feature-extraction" if family == "bert" else
-                            ("text-classification" if family == "distilbert" else "causal-lm"))
+    model = load_pretrained(
+        str(tiny_model(family)),
+        "feature-extraction"
+        if family == "bert"
+        else ("text-classification" if family == "distilbert" else "causal-lm"),
+    )
     achieved = prune_magnitude(model, MagnitudeConfig(sparsity=0.6, scope=scope))
     mods = [m for _, m in block_linears(model, detect(model))]
     total = sum(m.weight.numel() for m in mods)

@@ -9,13 +9,12 @@ from tasks import _structural as st
 from tasks.families import detect, get_path, layers_of
 from tasks.load import HEADS_KEY, auto_class, load_pretrained, load_tokenizer
 from tasks.prune import FFNConfig, HeadsConfig, apply, calibration_batches, prune_ffn, prune_heads
-from tests.conftest import TASK_OF
 
 ALL = ["bert", "distilbert", "gpt2", "llama", "qwen2"]
 
 
 def _task(family: str) -> str:
-    return TASK_OF.get(family, "causal-lm")
+    return {"bert": "feature-extraction", "distilbert": "text-classification"}.get(family, "causal-lm")
 
 
 def _out(model: torch.nn.Module, tok, texts: list[str]) -> torch.Tensor:
@@ -123,11 +122,18 @@ def test_ffn_removal_equals_masking_channels(tiny_model, texts) -> None:
 
 @pytest.mark.parametrize("method", ["heads", "ffn"])
 def test_activation_importance(tiny_model, tmp_path, texts, method: str) -> None:
-    cfg = HeadsConfig(amount=0.5, importance="activation") if method == "heads" else FFNConfig(amount=0.5, importance="activation")
+    cfg = (
+        HeadsConfig(amount=0.5, importance="activation")
+        if method == "heads"
+        else FFNConfig(amount=0.5, importance="activation")
+    )
     rec = apply(cfg, tiny_model("bert"), tmp_path / "p", task="feature-extraction", calibration=texts[:16])
     assert rec["params"] < rec["params_before"]
     with pytest.raises(Exception, match="calibration"):
-        prune_heads(load_pretrained(str(tiny_model("bert")), "feature-extraction"), HeadsConfig(amount=0.5, importance="activation"))
+        prune_heads(
+            load_pretrained(str(tiny_model("bert")), "feature-extraction"),
+            HeadsConfig(amount=0.5, importance="activation"),
+        )
 
 
 def test_activation_importance_sees_dead_channels(tiny_model, texts) -> None:

@@ -1,0 +1,76 @@
+"""Fidelity, perplexity and latency statistics checked against their definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import evaluate, export
+from tasks.evaluate import Outputs
+
+
+def test_fidelity_definitions() -> None:
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    b = np.array([[1.0, 1.0], [0.0, 5.0]])
+    assert evaluate.fidelity(
+        Outputs("feature-extraction", a), Outputs("feature-extraction", b)
+    ) == pytest.approx((1 / np.sqrt(2) + 1.0) / 2)
+    logits_a = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    logits_b = np.array([[0.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
+    assert evaluate.fidelity(
+        Outputs("text-classification", logits_a), Outputs("text-classification", logits_b)
+    ) == pytest.approx(2 / 3)
+    assert (
+        evaluate.fidelity(
+            Outputs("causal-lm", np.array([1, 2, 3, 4])), Outputs("causal-lm", np.array([1, 2, 0, 4]))
+        )
+        == 0.75
+    )
+
+
+def test_timing_stats_definitions() -> None:
+    times = [0.010, 0.011, 0.012, 0.013, 0.100]
+    st = evaluate.timing_stats(times, batch_size=4)
+    assert st["latency_p50_ms"] == pytest.approx(12.0)
+    assert st["latency_p95_ms"] == pytest.approx(np.percentile(np.array(times) * 1e3, 95))
+    lo, hi = st["latency_ci_ms"]
+    assert 10.0 <= lo <= 12.0 <= hi <= 100.0
+    assert st["throughput"] == pytest.approx(4 / 0.012)
+
+
+@pytest.fixture(scope="module")
+def gpt2_graph(tiny_model, tmp_path_factory, texts) -> Path:
+    d = tmp_path_factory.mktemp("ev")
+    return Path(
+        export.apply(export.ExportConfig(), tiny_model("gpt2"), d / "o", task="causal-lm", texts=texts)[
+            "path"
+        ]
+    )
+
+
+def test_onnx_and_torch_agree_and_perplexity_is_exp_nll(tiny_model, gpt2_graph, texts) -> None:
+    from tasks.load import load_pretrained, load_tokenizer
+
+    model = load_pretrained(str(tiny_model("gpt2")), "causal-lm")
+    tok = load_tokenizer(str(tiny_model("gpt2")))
+    ref = evaluate.torch_outputs(model, tok, "causal-lm", texts[:12], batch_size=4)
+    got = evaluate.onnx_outputs(gpt2_graph, texts[:12], batch_size=4)
+    assert evaluate.fidelity(ref, got) == 1.0
+    ppl = evaluate.perplexity(got)
+    assert ppl == pytest.approx(np.exp(got.nll))
+    # A random model over a 30k vocabulary is close to uniform: perplexity near the vocab size.
+    assert 5_000 < ppl < 100_000
+
+
+def test_latency_measures_the_asked_shape(gpt2_graph, texts) -> None:
+    cfg = evaluate.LatencyConfig(batch_size=2, sequence_length=16, warmup=1, repeats=5)
+    st = evaluate.onnx_latency(gpt2_graph, cfg, texts, threads=1)
+    assert st["repeats"] == 5 and st["latency_p50_ms"] > 0
+    assert st["latency_ci_ms"][0] <= st["latency_p50_ms"] <= st["latency_ci_ms"][1]
+
+
+def test_accuracy() -> None:
+    out = Outputs("text-classification", np.array([[0.1, 0.9], [0.8, 0.2]]))
+    assert evaluate.accuracy(out, [1, 1]) == 0.5
