@@ -6,6 +6,8 @@ graph plus the tokenizer and meta.json, so evaluation never needs the torch mode
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +167,18 @@ def _int4(cfg: Int4Config, src: Path, dst: Path) -> None:
     quant.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizer warns on the root logger ("consider pre-processing"); we already do what it asks."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def apply(
     cfg: QuantizeConfig,
     onnx_path: Path,
@@ -177,7 +191,7 @@ def apply(
     """Quantize the graph at `onnx_path` into `out_dir/model.onnx`."""
     src = Path(onnx_path)
     read_meta(src)  # fail early, with a clear error, on a folder that is not a slimline graph
-    with atomic_dir(Path(out_dir)) as tmp:
+    with atomic_dir(Path(out_dir)) as tmp, _quiet_root_logger():
         dst = tmp / ONNX_NAME
         if isinstance(cfg, DynamicInt8Config):
             _dynamic(cfg, src, dst)

