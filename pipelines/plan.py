@@ -55,6 +55,7 @@ class Stage:
     parent: str | None
     label: str
     resources: dict[str, float] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)  # other stages whose records it reads
 
 
 @dataclass
@@ -101,10 +102,15 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
     stages: dict[str, Stage] = {}
 
     def add(
-        kind: str, cfg: dict[str, Any], parent: str | None, label: str, extra: dict[str, Any] | None = None
+        kind: str,
+        cfg: dict[str, Any],
+        parent: str | None,
+        label: str,
+        extra: dict[str, Any] | None = None,
+        needs: list[str] | None = None,
     ) -> str:
-        sid = stage_id(parent, kind, cfg, extra)
-        stages.setdefault(sid, Stage(sid, kind, cfg, parent, label, res))
+        sid = stage_id(parent, kind, cfg, {**(extra or {}), "needs": needs or []})
+        stages.setdefault(sid, Stage(sid, kind, cfg, parent, label, res, needs or []))
         return sid
 
     load_cfg = {"method": "load", "source": spec.model.source, "task": spec.model.task}
@@ -113,13 +119,19 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
     opt_cfg = OptimizeConfig().to_json()
     variants: list[Variant] = []
     baseline = ""
-    for p in prunings:
+    reference = ""
+    for p in prunings:  # prunings[0] is None: the baseline chain comes first
         chain = [load_id]
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
             chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
         chain.append(add("export", export_cfg, chain[-1], f"export {_label(p)}", {"data": data_digest}))
         chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {_label(p)}"))
+        if p is None:
+            # Baseline outputs on the eval set (ONNX fp32 and PyTorch fp32), computed once.
+            reference = add(
+                "reference", {}, chain[-1], "baseline reference", {"data": data_digest}, [load_id]
+            )
         for q in quants:
             vchain = list(chain)
             label = f"{_label(p)} × {_label(q)}"
@@ -133,7 +145,7 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
             else:
                 if q is not None:
                     vchain.append(add("quantize", q.to_json(), chain[-1], label, {"data": data_digest}))
-                vchain.append(add("evaluate", {"variant": vid}, vchain[-1], label, {"data": data_digest}))
+                vchain.append(add("evaluate", {}, vchain[-1], label, {"data": data_digest}, [reference]))
             if p is None and q is None:
                 baseline = vid
             variants.append(v)

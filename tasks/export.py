@@ -21,6 +21,8 @@ from tasks import _structural as st
 from tasks.base import Record, StepConfig, TaskError, atomic_dir, read_json, write_json
 from tasks.families import detect, get_path, layers_of, num_heads
 from tasks.load import load_pretrained, load_tokenizer
+from tasks.profile import ProfileConfig
+from tasks.profile import apply as profile_apply
 from tasks.runtime import session
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,9 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
         meta = {**model_meta(model, task, info["inputs"]), "exporter": info["exporter"], "opset": cfg.opset}
         write_json(tmp / META_NAME, meta)
         tok.save_pretrained(tmp)
+    prof = profile_apply(ProfileConfig(), model)
     return {
+        **{k: prof[k] for k in ("params", "nonzero_params", "flops")},
         "stage": "export",
         "path": str(Path(out_dir) / ONNX_NAME),
         "exporter": info["exporter"],

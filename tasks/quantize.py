@@ -216,6 +216,8 @@ def apply(
 
 
 def describe(cfg: Any) -> str:
-    """A short human label for a quantization config."""
-    extras = [f"{k}={v}" for k, v in cfg.to_json().items() if k != "method"]
+    """A short human label for a technique config: its method and the fields set away from defaults."""
+    extras = [
+        f"{k}={v}" for k, v in cfg.model_dump(mode="json", exclude_defaults=True).items() if k != "method"
+    ]
     return f"{cfg.method}({', '.join(extras)})" if extras else cfg.method

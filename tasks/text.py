@@ -65,3 +65,16 @@ def _label_ids(values: list[object]) -> list[int]:
         return [int(v) for v in values]  # type: ignore[call-overload]
     names = sorted({str(v) for v in values})
     return [names.index(str(v)) for v in values]
+
+
+def load_hub(name: str, config: str | None, split: str, text_field: str, label_field: str | None) -> Examples:
+    """Read a Hugging Face dataset (needs the `datasets` package and Hub access, or its local cache)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise TaskError("data.eval.hf needs the 'datasets' package: pip install datasets") from exc
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:
+        raise TaskError(f"data.eval.hf {name!r}: cannot load ({str(exc).splitlines()[0]})") from exc
+    return _examples(list(ds), f"hf:{name}", text_field, label_field)

@@ -1,0 +1,63 @@
+"""Selection: constraints → feasible set → Pareto frontier over the objectives → top_k."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.spec import SelectSpec
+
+# Metrics where larger is better; every other objective is minimised.
+MAXIMISE = {"fidelity", "accuracy", "throughput", "speedup_vs_baseline"}
+
+
+def _key(metrics: dict[str, Any], objective: str) -> float:
+    value = float(metrics[objective])
+    return -value if objective in MAXIMISE else value
+
+
+def select(variants: list[dict[str, Any]], spec: SelectSpec) -> tuple[list[str], dict[str, str]]:
+    """Return (selected ids best first, {rejected id: reason}) for succeeded/cached variants."""
+    rejected: dict[str, str] = {}
+    feasible = []
+    for v in variants:
+        if v["status"] not in ("succeeded", "cached"):
+            rejected[v["id"]] = f"{v['status']}: {v.get('reason') or 'no result'}"
+            continue
+        m = v["metrics"]
+        why = []
+        for name, bound in spec.constraints.items():
+            if m.get(name) is None:
+                why.append(f"{name} not measured")
+            elif bound.min is not None and m[name] < bound.min:
+                why.append(f"{name} {m[name]:.4g} < min {bound.min:g}")
+            elif bound.max is not None and m[name] > bound.max:
+                why.append(f"{name} {m[name]:.4g} > max {bound.max:g}")
+        missing = [o for o in spec.objectives if m.get(o) is None]
+        if missing:
+            why.append(f"objective(s) not measured: {', '.join(missing)}")
+        if why:
+            rejected[v["id"]] = "; ".join(why)
+        else:
+            feasible.append(v)
+    if not feasible:
+        return [], rejected
+    keys = {v["id"]: tuple(_key(v["metrics"], o) for o in spec.objectives) for v in feasible}
+
+    def dominated(a: str) -> str | None:
+        for b in keys:
+            if b != a and all(x <= y for x, y in zip(keys[b], keys[a], strict=True)) and keys[b] != keys[a]:
+                return b
+        return None
+
+    frontier = []
+    for v in feasible:
+        by = dominated(v["id"])
+        if by:
+            rejected[v["id"]] = f"Pareto-dominated by {by}"
+        else:
+            frontier.append(v["id"])
+    # Best first: by the objectives in priority order; ties broken by id so the order is stable.
+    frontier.sort(key=lambda vid: (keys[vid], vid))
+    for vid in frontier[spec.top_k :]:
+        rejected[vid] = f"on the Pareto frontier but outside top_k={spec.top_k}"
+    return frontier[: spec.top_k], rejected

@@ -1,0 +1,183 @@
+"""Run one stage of the plan: the glue between the plan and the pure `tasks` functions.
+
+This is what an executor ships to a worker. It takes small records in and returns a small
+record; every artifact lives under the artifact root, keyed by stage id. A stage whose record
+file exists is finished: it is returned as cached without any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks import evaluate, export, load, optimize, prune, quantize
+from tasks.base import Record, SkipVariant, TaskError, read_json, write_json
+from tasks.catalog import PRUNING, QUANTIZATION, make_config
+from tasks.runtime import quiet_libraries, set_torch_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """Everything a stage needs besides its records: small, picklable, the same for every stage."""
+
+    root: str  # <artifacts>/stages
+    task: str
+    eval_texts: list[str]
+    calibration: list[str]
+    labels: list[int] | None = None
+    max_length: int = 128
+    eval_batch: int = 16
+    threads: int = 1
+    device: str = "cpu"
+    latency: dict[str, Any] = field(default_factory=dict)
+
+
+def record_path(ctx: Context, sid: str) -> Path:
+    """Where a finished stage's record lives (written last, so it marks completion)."""
+    return Path(ctx.root) / f"{sid}.json"
+
+
+def cached(ctx: Context, sid: str) -> Record | None:
+    """The record of a finished stage, or None."""
+    path = record_path(ctx, sid)
+    return read_json(path) if path.is_file() else None
+
+
+def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Record:
+    """Execute one stage (or return its cached record). `inputs` maps parent/needed ids to records.
+
+    Deterministic failures come back as records with status failed/skipped rather than as
+    exceptions, so an executor only ever sees exceptions for system failures (which it may retry).
+    """
+    sid, kind = stage["id"], stage["kind"]
+    done = cached(ctx, sid)
+    if done is not None:
+        return {**done, "cached": True}
+    quiet_libraries()
+    set_torch_threads(ctx.threads)
+    out = Path(ctx.root) / sid
+    parent = inputs.get(stage["parent"]) if stage["parent"] else None
+    start = time.perf_counter()
+    try:
+        rec = _dispatch(kind, stage, parent, inputs, out, ctx)
+        rec["status"] = "succeeded"
+    except SkipVariant as exc:
+        return {"status": "skipped", "reason": str(exc), "kind": kind}
+    except TaskError as exc:
+        return {"status": "failed", "reason": f"{kind}: {exc}", "kind": kind}
+    rec.update({"kind": kind, "seconds": time.perf_counter() - start, "host": socket.gethostname()})
+    write_json(record_path(ctx, sid), rec)
+    return {**rec, "cached": False}
+
+
+def _dispatch(
+    kind: str,
+    stage: dict[str, Any],
+    parent: Record | None,
+    inputs: dict[str, Record],
+    out: Path,
+    ctx: Context,
+) -> Record:
+    cfg = stage["config"]
+    src = Path(parent["path"]) if parent else None
+    if kind == "load":
+        return load.apply(load.LoadConfig.model_validate(cfg), out)
+    assert src is not None  # every other stage has a parent
+    if kind == "prune":
+        return prune.apply(
+            make_config(cfg, PRUNING),
+            src,
+            out,
+            task=ctx.task,
+            calibration=ctx.calibration,  # type: ignore[arg-type]
+            max_length=ctx.max_length,
+        )
+    if kind == "export":
+        return export.apply(
+            export.ExportConfig.model_validate(cfg), src, out, task=ctx.task, texts=ctx.calibration
+        )
+    if kind == "optimize":
+        return optimize.apply(optimize.OptimizeConfig.model_validate(cfg), src, out, texts=ctx.calibration)
+    if kind == "quantize":
+        return quantize.apply(
+            make_config(cfg, QUANTIZATION),
+            src,
+            out,
+            calibration=ctx.calibration,  # type: ignore[arg-type]
+            device=ctx.device,
+            max_length=ctx.max_length,
+        )
+    if kind == "reference":
+        return _reference(src, inputs[stage["needs"][0]], out, ctx)
+    if kind == "evaluate":
+        return _evaluate(src, inputs[stage["needs"][0]], ctx)
+    if kind == "latency":
+        return _latency(src, cfg, ctx)
+    raise TaskError(f"unknown stage kind {kind!r}")
+
+
+def _outputs(path: Path, ctx: Context) -> evaluate.Outputs:
+    return evaluate.onnx_outputs(
+        path,
+        ctx.eval_texts,
+        batch_size=ctx.eval_batch,
+        max_length=ctx.max_length,
+        threads=ctx.threads,
+        device=ctx.device,
+    )
+
+
+def _reference(graph: Path, base: Record, out: Path, ctx: Context) -> Record:
+    """Baseline outputs on the eval set: ONNX fp32 (what variants are judged against) and torch fp32."""
+    onnx_out = _outputs(graph, ctx)
+    model = load.load_pretrained(base["path"], ctx.task)
+    torch_out = evaluate.torch_outputs(
+        model,
+        load.load_tokenizer(base["path"]),
+        ctx.task,
+        ctx.eval_texts,
+        batch_size=ctx.eval_batch,
+        max_length=ctx.max_length,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "reference.npy", onnx_out.values)
+    return {
+        "path": str(graph),
+        "reference": str(out / "reference.npy"),
+        "nll": onnx_out.nll,
+        "onnx_vs_torch_fidelity": evaluate.fidelity(torch_out, onnx_out),
+    }
+
+
+def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
+    """Quality metrics of one variant against the baseline reference (latency is timed separately)."""
+    got = _outputs(graph, ctx)
+    base = evaluate.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"))
+    meta = export.read_meta(graph)
+    metrics: dict[str, Any] = {
+        "fidelity": evaluate.fidelity(base, got),
+        "size_mb": export.onnx_size_bytes(graph) / 1e6,
+    }
+    if ctx.labels is not None and ctx.task == "text-classification":
+        metrics["accuracy"] = evaluate.accuracy(got, ctx.labels)
+    if ctx.task == "causal-lm":
+        metrics["perplexity"] = evaluate.perplexity(got)
+    return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}
+
+
+def _latency(graph: Path, cfg: dict[str, Any], ctx: Context) -> Record:
+    lat = evaluate.LatencyConfig.model_validate(ctx.latency)
+    return {
+        "path": str(graph),
+        **evaluate.onnx_latency(
+            graph, lat, ctx.calibration or ctx.eval_texts, threads=ctx.threads, device=ctx.device
+        ),
+    }
