@@ -20,6 +20,16 @@ def _fatal(exc: Exception, debug: bool) -> None:
     sys.exit(getattr(exc, "exit_code", 2))
 
 
+def _spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
+    """The validated spec, or exit 2 with its one-line error."""
+    from pipelines.spec import load_spec
+
+    try:
+        return load_spec(spec_path)
+    except FatalInputError as exc:
+        _fatal(exc, ctx.obj["debug"])
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="slimline")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -37,14 +47,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.pass_context
 def validate(ctx: click.Context, spec_path: str) -> None:
     """Validate SPEC: exit 0, or exit 2 with one line naming the file, field and expectation."""
-    from pipelines.spec import load_spec, variant_axes
+    from pipelines.spec import variant_axes
 
-    try:
-        spec = load_spec(spec_path)
-    except FatalInputError as exc:
-        _fatal(exc, ctx.obj["debug"])
-        return
-    p, q = variant_axes(spec)
+    p, q = variant_axes(_spec_or_exit(ctx, spec_path))
     click.echo(f"{spec_path}: valid ({len(p)} pruning x {len(q)} quantization settings)")
 
 
@@ -57,13 +62,8 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     from rich.tree import Tree
 
     from pipelines.plan import build_plan
-    from pipelines.spec import load_spec
 
-    try:
-        spec = load_spec(spec_path)
-    except FatalInputError as exc:
-        _fatal(exc, ctx.obj["debug"])
-        return
+    spec = _spec_or_exit(ctx, spec_path)
     p = build_plan(spec, "dry-run")
     console = Console()
     nodes: dict[str | None, Any] = {
@@ -94,14 +94,13 @@ def run(ctx: click.Context, spec_path: str, executor: str, threads: int, as_json
     """Run the sweep in SPEC and write <artifacts>/<run_id>/manifest.json."""
     from pipelines.ports import LocalExecutor
     from pipelines.run import run as run_pipeline
-    from pipelines.spec import load_spec
     from tasks.base import TaskError
 
+    spec = _spec_or_exit(ctx, spec_path)
     try:
-        spec = load_spec(spec_path)
         manifest = run_pipeline(spec, LocalExecutor(), threads=threads)
-    except (FatalInputError, TaskError) as exc:
-        _fatal(exc, ctx.obj["debug"])
+    except TaskError as exc:  # bad model source or data: still bad input, still one line
+        _fatal(FatalInputError(f"{spec_path}: {exc}"), ctx.obj["debug"])
         return
     if as_json:
         click.echo(json.dumps(manifest, indent=2, default=str))

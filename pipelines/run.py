@@ -215,6 +215,9 @@ def run(
     max_in_flight: int = 8,
 ) -> dict[str, Any]:
     """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest."""
+    from tasks.load import resolve_source
+
+    resolve_source(spec.model.source)  # a missing model is bad input: fail before any work starts
     started = dt.datetime.now(dt.UTC)
     eval_texts, labels, calib = prepare_data(spec)
     digest = data_digest(eval_texts, labels, calib, spec.data.max_length)

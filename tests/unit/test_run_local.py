@@ -79,3 +79,21 @@ def test_validate_and_plan_cli(spec_file: Path, tmp_path: Path) -> None:
     res = _slimline("validate", str(bad))
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "model.task" in res.stderr and str(bad) in res.stderr
+
+
+def test_missing_model_is_exit_two_with_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "name": "x",
+                "model": {"source": "./does/not/exist"},
+                "artifacts": str(tmp_path / "a"),
+            }
+        )
+    )
+    res = _slimline("run", str(spec))
+    assert res.returncode == 2
+    line = res.stderr.strip()
+    assert "\n" not in line and str(spec) in line and "model.source" in line and "no such folder" in line
