@@ -120,7 +120,7 @@ def _dispatch(
     if kind == "evaluate":
         return _evaluate(src, inputs[stage["needs"][0]], ctx)
     if kind == "latency":
-        return _latency(src, cfg, ctx)
+        return _latency(src, ctx)
     raise TaskError(f"unknown stage kind {kind!r}")
 
 
@@ -173,7 +173,7 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}
 
 
-def _latency(graph: Path, cfg: dict[str, Any], ctx: Context) -> Record:
+def _latency(graph: Path, ctx: Context) -> Record:
     lat = evaluate.LatencyConfig.model_validate(ctx.latency)
     return {
         "path": str(graph),

@@ -19,7 +19,8 @@ def _task(family: str) -> str:
 
 def _out(model: torch.nn.Module, tok, texts: list[str]) -> torch.Tensor:
     enc = tok(texts[:3], return_tensors="pt", padding=True)
-    enc.pop("token_type_ids", None) if "token_type_ids" not in tok.model_input_names else None
+    if "token_type_ids" not in tok.model_input_names:
+        enc.pop("token_type_ids", None)
     with torch.no_grad():
         return model(**enc)[0]
 
