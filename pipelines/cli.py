@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,59 +84,95 @@ def plan(ctx: click.Context, spec_path: str) -> None:
 @click.argument("spec_path", type=click.Path())
 @click.option(
     "--executor",
-    type=click.Choice(["local"]),
-    default="local",
+    type=click.Choice(["ray", "local"]),
+    default="ray",
     show_default=True,
-    help="local: in-process and serial (debugging).",
+    help="ray: stages as Ray tasks (embedded, or on --address); local: in-process and serial (debugging).",
 )
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch/ORT threads per task.")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--address", default=None, help="Attach to this Ray cluster instead of starting one.")
+@click.option(
+    "--threads", type=int, default=None, help="Torch/ORT threads per task [default: cpus_per_task]."
+)
+@click.option(
+    "--max-in-flight", type=int, default=None, help="Bound on tasks in flight [default: 2 x workers]."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.pass_context
-def run(ctx: click.Context, spec_path: str, executor: str, threads: int, as_json: bool) -> None:
-    """Run the sweep in SPEC and write <artifacts>/<run_id>/manifest.json."""
-    from pipelines.ports import LocalExecutor
+def run(
+    ctx: click.Context,
+    spec_path: str,
+    executor: str,
+    address: str | None,
+    threads: int | None,
+    max_in_flight: int | None,
+    as_json: bool,
+) -> None:
+    """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
+    from pipelines.progress import SweepProgress
+    from pipelines.run import preflight
     from pipelines.run import run as run_pipeline
     from tasks.base import TaskError
 
     spec = _spec_or_exit(ctx, spec_path)
+    debug = ctx.obj["debug"]
     try:
-        manifest = run_pipeline(spec, LocalExecutor(), threads=threads)
-    except TaskError as exc:  # bad model source or data: still bad input, still one line
-        _fatal(FatalInputError(f"{spec_path}: {exc}"), ctx.obj["debug"])
+        preflight(spec)  # bad model or data: exit 2 before a cluster is started
+        with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
+            manifest = run_pipeline(spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight)
+    except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
+        _fatal(FatalInputError(f"{spec_path}: {exc}"), debug)
         return
+    except TaskError as exc:  # bad model source or data: still bad input, still one line
+        _fatal(FatalInputError(f"{spec_path}: {exc}"), debug)
+        return
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: finished stages stay cached under {spec.artifacts}; the manifest records the rest",
+            err=True,
+        )
+        sys.exit(130)
+    run_dir = Path(spec.artifacts) / manifest["run_id"]
     if as_json:
         click.echo(json.dumps(manifest, indent=2, default=str))
     else:
         _print_table(manifest)
-        click.echo(f"manifest: {Path(spec.artifacts) / manifest['run_id'] / 'manifest.json'}")
+        click.echo(f"report: {run_dir / 'report.html'}\nmanifest: {run_dir / 'manifest.json'}")
     sys.exit(1 if manifest["status"] == "failed" else 0)
+
+
+@contextlib.contextmanager
+def _executor(kind: str, address: str | None, spec: Any, debug: bool) -> Iterator[Any]:
+    """The composition root's one choice: which executor runs the stages."""
+    if kind == "local":
+        from pipelines.ports import LocalExecutor
+
+        yield LocalExecutor(reraise=debug)
+        return
+    from cluster.ray_executor import RayExecutor
+
+    with RayExecutor(
+        address=address,
+        cpus_per_task=spec.resources.cpus_per_task,
+        gpus_per_task=spec.resources.gpus_per_task,
+        verbose=debug,
+    ) as ex:
+        yield ex
 
 
 def _print_table(manifest: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipelines.report import table_rows
+
+    rows = table_rows(manifest)
     table = Table(title=f"{manifest['run_id']} ({manifest['status']})")
-    for col in ("variant", "status", "fidelity", "p50 ms", "speedup", "size MB", "note"):
-        table.add_column(col)
-    selected = manifest["selected"]
-    for v in manifest["variants"]:
-        m = v["metrics"]
-        mark = f"selected #{selected.index(v['id']) + 1}" if v["id"] in selected else (v.get("reason") or "")
-        table.add_row(
-            v["label"],
-            v["status"],
-            _f(m.get("fidelity"), 4),
-            _f(m.get("latency_p50_ms"), 2),
-            _f(m.get("speedup_vs_baseline"), 2, "x"),
-            _f(m.get("size_mb"), 1),
-            mark[:60],
-        )
-    Console().print(table)
-
-
-def _f(value: float | None, digits: int, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+    for col in rows[0]:
+        table.add_column(col, overflow="fold")
+    for r in rows[1:]:
+        table.add_row(*r[:-1], r[-1][:60])
+    # Outside a terminal rich assumes 80 columns, which folds every cell; logs can be wide.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @main.command()

@@ -91,8 +91,13 @@ class Plan:
         }
 
 
-def _label(cfg: Any) -> str:
-    return "none" if cfg is None else describe(cfg)
+def _label(cfg: Any, export: ExportConfig | None = None, default: ExportConfig | None = None) -> str:
+    label = "none" if cfg is None else describe(cfg)
+    if export is not None and export != default:
+        base = default.model_dump() if default is not None else {}
+        changed = {k: v for k, v in export.model_dump().items() if base.get(k) != v}
+        label += " +export(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
+    return label
 
 
 def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) -> Plan:
@@ -115,26 +120,26 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
 
     load_cfg = {"method": "load", "source": spec.model.source, "task": spec.model.task}
     load_id = add("load", load_cfg, None, "load base model")
-    export_cfg = ExportConfig().to_json()
     opt_cfg = OptimizeConfig().to_json()
     variants: list[Variant] = []
     baseline = ""
     reference = ""
-    for p in prunings:  # prunings[0] is None: the baseline chain comes first
+    for i, (p, xcfg) in enumerate(prunings):  # prunings[0] is (None, spec.export): the baseline chain
         chain = [load_id]
+        plabel = _label(p, xcfg, spec.export)
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
             chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
-        chain.append(add("export", export_cfg, chain[-1], f"export {_label(p)}", {"data": data_digest}))
-        chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {_label(p)}"))
-        if p is None:
+        chain.append(add("export", xcfg.to_json(), chain[-1], f"export {plabel}", {"data": data_digest}))
+        chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {plabel}"))
+        if i == 0:
             # Baseline outputs on the eval set (ONNX fp32 and PyTorch fp32), computed once.
             reference = add(
                 "reference", {}, chain[-1], "baseline reference", {"data": data_digest}, [load_id]
             )
         for q in quants:
             vchain = list(chain)
-            label = f"{_label(p)} × {_label(q)}"
+            label = f"{plabel} × {_label(q)}"
             vid = "v-" + hashlib.sha256(f"{chain[-1]}|{_label(q)}".encode()).hexdigest()[:10]
             v = Variant(vid, p.to_json() if p else None, q.to_json() if q else None, label, vchain)
             if isinstance(q, FP16Config) and not (gpus_available and spec.resources.gpus_per_task > 0):
@@ -146,7 +151,7 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
                 if q is not None:
                     vchain.append(add("quantize", q.to_json(), chain[-1], label, {"data": data_digest}))
                 vchain.append(add("evaluate", {}, vchain[-1], label, {"data": data_digest}, [reference]))
-            if p is None and q is None:
+            if i == 0 and q is None:
                 baseline = vid
             variants.append(v)
     return Plan(stages, variants, baseline)

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.base import Record
+
+if TYPE_CHECKING:
+    from pipelines.plan import Plan, Stage
+
+
+class Observer(Protocol):
+    """Watches a run: the progress display implements it; every method is called on the driver."""
+
+    def planned(self, plan: Plan) -> None:
+        """The plan is known; nothing has run yet."""
+        ...
+
+    def started(self, stage: Stage) -> None:
+        """`stage` was handed to the executor."""
+        ...
+
+    def finished(self, stage: Stage, record: Record) -> None:
+        """`stage` finished (or came from the cache) with `record`."""
+        ...
+
+
+class NullObserver:
+    """Watches nothing."""
+
+    def planned(self, plan: Plan) -> None:
+        pass
+
+    def started(self, stage: Stage) -> None:
+        pass
+
+    def finished(self, stage: Stage, record: Record) -> None:
+        pass
 
 
 class Executor(Protocol):
@@ -30,11 +62,16 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In-process, serial: for debugging and unit tests. `submit` runs the stage immediately."""
+    """In-process, serial: for debugging and unit tests. `submit` runs the stage immediately.
 
-    def __init__(self) -> None:
+    Like the Ray executor, an unexpected exception in a stage becomes a failed record so the
+    sweep goes on; `reraise=True` (the CLI's --debug) lets it propagate with its traceback.
+    """
+
+    def __init__(self, *, reraise: bool = False) -> None:
         self._done: dict[int, Record] = {}
         self._next = 0
+        self._reraise = reraise
 
     def submit(
         self, stage: dict[str, Any], inputs: dict[str, Record], ctx: Any, *, exclusive: bool = False
@@ -42,7 +79,17 @@ class LocalExecutor:
         from pipelines.stages import run_stage
 
         self._next += 1
-        self._done[self._next] = run_stage(stage, inputs, ctx)
+        try:
+            self._done[self._next] = run_stage(stage, inputs, ctx)
+        except Exception as exc:
+            if self._reraise:
+                raise
+            kind = stage["kind"]
+            self._done[self._next] = {
+                "status": "failed",
+                "reason": f"{kind}: {type(exc).__name__}: {exc}",
+                "kind": kind,
+            }
         return self._next
 
     def wait(self, handles: list[int]) -> tuple[int, Record]:
@@ -54,4 +101,8 @@ class LocalExecutor:
             self._done.pop(h, None)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "workers": 1}
+        import os
+        import platform
+
+        cpus = os.cpu_count() or 1
+        return {"kind": "local", "workers": 1, "timing_node": platform.node(), "timing_cpus": cpus}

@@ -6,14 +6,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import platform
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.plan import Plan, Stage, build_plan, library_versions
-from pipelines.ports import Executor
+from pipelines.manifest import environment, overall_status, variant_rows
+from pipelines.plan import Plan, Stage, build_plan, stage_id
+from pipelines.ports import Executor, NullObserver, Observer
+from pipelines.report import write_reports
 from pipelines.select import select
 from pipelines.spec import BuiltinData, FileData, Spec
 from pipelines.stages import Context, cached
@@ -21,7 +21,7 @@ from tasks.base import Record, write_json
 from tasks.text import builtin_corpus, load_file
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, Stage, Record | None], None]  # (event, stage, record)
+OK_STAGE = ("succeeded", None)
 
 
 def prepare_data(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
@@ -45,56 +45,37 @@ def prepare_data(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
     return texts[:n], (labels[:n] if labels else None), calib
 
 
+def preflight(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
+    """Check the inputs a run needs before any work (or any cluster) starts; returns the data.
+
+    A missing model or data file is bad input: TaskError here, exit 2 in the CLI.
+    """
+    from tasks.load import resolve_source
+
+    resolve_source(spec.model.source)
+    return prepare_data(spec)
+
+
 def data_digest(*parts: Any) -> str:
     """Hash of the texts and labels a run uses."""
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-def environment(executor: Executor) -> dict[str, Any]:
-    """The manifest's environment block."""
-    import onnxruntime as ort
-
-    from tasks.runtime import cuda_usable
-
-    versions = library_versions()
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
-        wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-        flags = " ".join(f for f in line.split() if f in wanted)
-    return {
-        "python": platform.python_version(),
-        "torch": versions.get("torch"),
-        "transformers": versions.get("transformers"),
-        "onnxruntime": versions.get("onnxruntime-gpu") or versions.get("onnxruntime"),
-        "ray": _version("ray"),
-        "mlflow": _version("mlflow"),
-        "cpu_flags": flags,
-        "providers": ort.get_available_providers(),
-        "gpus": int(cuda_usable()),
-        "executor": executor.describe(),
-    }
-
-
-def _version(pkg: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return None
-
-
 def execute(
-    plan: Plan, ctx: Context, executor: Executor, *, max_in_flight: int = 8, progress: Progress | None = None
+    plan: Plan, ctx: Context, executor: Executor, *, max_in_flight: int = 8, observer: Observer | None = None
 ) -> dict[str, Record]:
-    """Run every stage once its parent and needs are done; results are taken in completion order."""
+    """Run every stage once its parent and needs are done; results are taken in completion order.
+
+    On Ctrl-C the outstanding tasks are cancelled and every unfinished stage is recorded as
+    interrupted in `records`, which the caller passes in so it keeps what did finish.
+    """
+    obs = observer or NullObserver()
     records: dict[str, Record] = {}
     for sid in plan.stages:
         done = cached(ctx, sid)
         if done is not None:
             records[sid] = {**done, "cached": True}
+            obs.finished(plan.stages[sid], records[sid])
     pending = [sid for sid in plan.stages if sid not in records]
     in_flight: dict[Any, str] = {}
     try:
@@ -107,124 +88,106 @@ def execute(
                 if not all(d in records for d in deps):
                     continue
                 pending.remove(sid)
-                bad = next(
-                    (records[d] for d in deps if records[d].get("status") not in ("succeeded", None)), None
-                )
+                bad = next((records[d] for d in deps if records[d].get("status") not in OK_STAGE), None)
                 if bad is not None:  # a failed or skipped parent: its descendants cannot run
                     records[sid] = {"status": bad["status"], "reason": bad.get("reason"), "kind": st.kind}
+                    obs.finished(st, records[sid])
                     continue
-                if progress:
-                    progress("start", st, None)
+                obs.started(st)
                 in_flight[executor.submit(asdict(st), {d: records[d] for d in deps}, ctx)] = sid
             if not in_flight:
-                if pending:  # nothing runnable and nothing running: unmet dependencies
-                    for sid in pending:
-                        records[sid] = {
-                            "status": "failed",
-                            "reason": "unmet dependency",
-                            "kind": plan.stages[sid].kind,
-                        }
-                    pending.clear()
+                for sid in pending:  # nothing runnable and nothing running: unmet dependencies
+                    records[sid] = {
+                        "status": "failed",
+                        "reason": "unmet dependency",
+                        "kind": plan.stages[sid].kind,
+                    }
+                pending.clear()
                 continue
             handle, rec = executor.wait(list(in_flight))
             sid = in_flight.pop(handle)
             records[sid] = rec
-            if progress:
-                progress("done", plan.stages[sid], rec)
-    except KeyboardInterrupt:
+            obs.finished(plan.stages[sid], rec)
+    except KeyboardInterrupt as exc:
         executor.cancel(list(in_flight))
-        for sid in [*in_flight.values(), *pending]:
-            records[sid] = {"status": "failed", "reason": "interrupted", "kind": plan.stages[sid].kind}
-        raise
+        for sid, st in plan.stages.items():  # in flight, pending, or caught between the two
+            records.setdefault(sid, {"status": "failed", "reason": "interrupted", "kind": st.kind})
+        raise Interrupted(records) from exc
     return records
 
 
-def time_variants(
-    graphs: dict[str, str], ctx: Context, executor: Executor, progress: Progress | None = None
-) -> dict[str, Record]:
-    """Latency of each graph, one at a time on a whole node, so nothing of ours runs beside it."""
-    from pipelines.plan import stage_id
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a phase; carries what that phase had finished."""
 
-    out: dict[str, Record] = {}
-    host = platform.node()
-    for vid, path in graphs.items():
-        sid = stage_id(
-            None, "latency", {"graph": path, **ctx.latency}, {"host": host, "threads": ctx.threads}
-        )
-        st = Stage(sid, "latency", {}, "graph", f"latency {vid}")
-        rec = cached(ctx, sid)
-        if rec is None:
-            if progress:
-                progress("start", st, None)
-            handle = executor.submit(asdict(st), {"graph": {"path": path}}, ctx, exclusive=True)
-            rec = executor.wait([handle])[1]
-        out[vid] = rec
+    def __init__(self, records: dict[str, Record]) -> None:
+        super().__init__()
+        self.records = records
+
+
+def latency_stages(
+    plan: Plan, records: dict[str, Record], spec: Spec, executor: Executor
+) -> dict[str, Stage]:
+    """One latency stage per variant with a finished graph, keyed by variant id.
+
+    Its id names the timing node and thread count: latency measured elsewhere is not this number.
+    """
+    info = executor.describe()
+    cfg = spec.evaluate.latency.model_copy(
+        update={"threads": spec.evaluate.latency.threads or info["timing_cpus"]}
+    )
+    out = {}
+    for v in plan.variants:
+        last = records.get(v.stages[-1], {}) if v.status != "skipped" else {}
+        if last.get("status") == "succeeded":
+            sid = stage_id(v.stages[-1], "latency", cfg.to_json(), {"node": info["timing_node"]})
+            out[v.id] = Stage(sid, "latency", cfg.to_json(), v.stages[-1], f"latency {v.label}")
     return out
 
 
-def variant_rows(plan: Plan, records: dict[str, Record], latency: dict[str, Record]) -> list[dict[str, Any]]:
-    """Manifest rows: status, reason and metrics for each variant, ratios to the baseline included."""
-    rows = []
-    base_lat = latency.get(plan.baseline, {})
-    for v in plan.variants:
-        row: dict[str, Any] = {
-            "id": v.id,
-            "label": v.label,
-            "pruning": v.pruning,
-            "quantization": v.quantization,
-            "distillation": None,
-            "status": v.status,
-            "reason": v.reason,
-            "metrics": {},
-            "onnx": None,
-        }
-        if v.status != "skipped":
-            chain = [records.get(s, {"status": "failed", "reason": "not run"}) for s in v.stages]
-            bad = next((r for r in chain if r.get("status") not in ("succeeded", None)), None)
-            last = chain[-1]
-            if bad is not None:
-                row.update(status=bad["status"], reason=bad.get("reason"))
+def time_variants(
+    stages: dict[str, Stage], records: dict[str, Record], ctx: Context, executor: Executor, observer: Observer
+) -> dict[str, Record]:
+    """Latency of each graph, one at a time on a whole node, so nothing of ours runs beside it."""
+    out: dict[str, Record] = {}
+    try:
+        for vid, st in stages.items():
+            rec = cached(ctx, st.id)
+            if rec is not None:
+                rec["cached"] = True
             else:
-                export_rec = next(records[s] for s in v.stages if s.startswith("export-"))
-                lat = latency.get(v.id, {})
-                m = {**last["metrics"], **{k: export_rec[k] for k in ("params", "flops") if k in export_rec}}
-                m.update(
-                    {
-                        k: lat[k]
-                        for k in ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
-                        if k in lat
-                    }
-                )
-                if "latency_p50_ms" in lat and "latency_p50_ms" in base_lat:
-                    m["speedup_vs_baseline"] = base_lat["latency_p50_ms"] / lat["latency_p50_ms"]
-                row.update(
-                    metrics=m,
-                    onnx=last["path"],
-                    status="cached" if all(r.get("cached") for r in chain) else "succeeded",
-                )
-        rows.append(row)
-    return rows
+                observer.started(st)
+                assert st.parent is not None
+                handle = executor.submit(asdict(st), {st.parent: records[st.parent]}, ctx, exclusive=True)
+                rec = executor.wait([handle])[1]
+            out[vid] = rec
+            observer.finished(st, rec)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(out) from exc
+    return out
 
 
 def run(
     spec: Spec,
     executor: Executor,
     *,
-    threads: int = 1,
-    progress: Progress | None = None,
-    max_in_flight: int = 8,
+    threads: int | None = None,
+    observer: Observer | None = None,
+    max_in_flight: int | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest."""
-    from tasks.load import resolve_source
+    """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest.
 
-    resolve_source(spec.model.source)  # a missing model is bad input: fail before any work starts
+    Ctrl-C still writes a consistent manifest (status failed, unfinished stages interrupted) and
+    then re-raises KeyboardInterrupt; every finished stage stays cached for the next run.
+    """
+    obs = observer or NullObserver()
     started = dt.datetime.now(dt.UTC)
-    eval_texts, labels, calib = prepare_data(spec)
+    eval_texts, labels, calib = preflight(spec)
     digest = data_digest(eval_texts, labels, calib, spec.data.max_length)
-    env = environment(executor)
-    plan = build_plan(
-        spec, digest, gpus_available=bool(env["gpus"]) or executor.describe().get("gpus", 0) > 0
-    )
+    info = executor.describe()
+    env = environment(info)
+    plan = build_plan(spec, digest, gpus_available=env["gpus"] > 0)
+    obs.planned(plan)
     root = Path(spec.artifacts).resolve()
     ctx = Context(
         root=str(root / "stages"),
@@ -234,36 +197,37 @@ def run(
         labels=labels,
         max_length=spec.data.max_length,
         eval_batch=spec.evaluate.batch_size,
-        threads=threads,
+        threads=threads or spec.resources.cpus_per_task,
         device="cuda" if spec.resources.gpus_per_task > 0 else "cpu",
-        latency=spec.evaluate.latency.to_json(),
     )
-    records = execute(plan, ctx, executor, max_in_flight=max_in_flight, progress=progress)
-    graphs = {}
-    for v in plan.variants:
-        last = records.get(v.stages[-1], {}) if v.status != "skipped" else {}
-        if last.get("status") == "succeeded":
-            graphs[v.id] = last["path"]
-    latency = time_variants(graphs, ctx, executor, progress)
+    # Enough in flight to keep every worker busy, few enough that Ctrl-C has little to cancel.
+    bound = max_in_flight or max(2, 2 * int(info.get("workers", 1)))
+    run_id = run_id or f"{spec.name}-{started.strftime('%Y%m%dT%H%M%SZ')}-{spec.digest()[:6]}"
+    records: dict[str, Record] = {}
+    latency: dict[str, Record] = {}
+    interrupted: Interrupted | None = None
+    try:
+        records = execute(plan, ctx, executor, max_in_flight=bound, observer=obs)
+        latency = time_variants(latency_stages(plan, records, spec, executor), records, ctx, executor, obs)
+    except Interrupted as exc:
+        interrupted = exc
+        if records:
+            latency = exc.records
+        else:
+            records = exc.records
     rows = variant_rows(plan, records, latency)
-    selected, rejected = select([r for r in rows if r["id"] != plan.baseline], spec.select)
-    base_row = next(r for r in rows if r["id"] == plan.baseline)
-    ok = [r for r in rows if r["status"] in ("succeeded", "cached") and r["id"] != plan.baseline]
-    status = (
-        "failed"
-        if base_row["status"] not in ("succeeded", "cached") or not ok
-        else (
-            "succeeded" if all(r["status"] in ("succeeded", "cached", "skipped") for r in rows) else "partial"
-        )
+    selected, rejected = (
+        ([], {}) if interrupted else select([r for r in rows if r["id"] != plan.baseline], spec.select)
     )
+    base_row = next(r for r in rows if r["id"] == plan.baseline)
     ref = next((r for sid, r in records.items() if sid.startswith("reference-")), {})
-    run_id = f"{spec.name}-{started.strftime('%Y%m%dT%H%M%SZ')}-{spec.digest()[:6]}"
     manifest = {
         "run_id": run_id,
         "spec_hash": spec.digest(),
-        "status": status,
+        "status": "failed" if interrupted else overall_status(rows, plan.baseline),
         "started": started.isoformat(),
         "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "interrupted": interrupted is not None,
         "environment": env,
         "baseline": {
             **base_row["metrics"],
@@ -275,6 +239,8 @@ def run(
         "rejected": rejected,
         "registered": [],
     }
-    run_dir = root / run_id
-    write_json(run_dir / "manifest.json", manifest)
+    write_json(root / run_id / "manifest.json", manifest)
+    write_reports(manifest, root / run_id, spec.select.objectives)
+    if interrupted:
+        raise interrupted
     return manifest

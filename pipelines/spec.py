@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.errors import SpecError
 from tasks.catalog import PRUNING, QUANTIZATION, UnknownTechnique, make_config
 from tasks.evaluate import LatencyConfig
+from tasks.export import ExportConfig
 from tasks.load import Task
 
 
@@ -137,6 +138,7 @@ class Spec(_Strict):
     select: SelectSpec = SelectSpec()
     registry: RegistrySpec = RegistrySpec()
     resources: ResourcesSpec = ResourcesSpec()
+    export: ExportConfig = ExportConfig()  # a pruning entry may override it with its own `export:`
     artifacts: str = "./artifacts"
     schedule: ScheduleSpec | None = None
 
@@ -169,12 +171,33 @@ def expand(entry: Entry, table: dict[str, Any], where: str) -> list[Any]:
     return out
 
 
-def variant_axes(spec: Spec) -> tuple[list[Any], list[Any]]:
-    """All pruning configs and all quantization configs (None = no technique), deduplicated."""
-    pruning: list[Any] = [None]
+def _export_override(spec: Spec, entry: Entry, where: str) -> tuple[Entry, ExportConfig]:
+    """Split a pruning entry's own `export:` settings (merged over the spec's) from its technique."""
+    if not isinstance(entry, dict) or "export" not in entry:
+        return entry, spec.export
+    entry = dict(entry)
+    override = entry.pop("export")
+    if not isinstance(override, dict):
+        raise SpecError(f"{where}.export: expected a mapping of export settings (got {override!r})")
+    try:
+        return entry, ExportConfig.model_validate({**spec.export.model_dump(), **override})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SpecError(f"{where}.export.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def variant_axes(spec: Spec) -> tuple[list[tuple[Any, ExportConfig]], list[Any]]:
+    """All (pruning config, export config) pairs and all quantization configs, deduplicated.
+
+    None means no technique; the first pruning pair is always (None, spec.export): the baseline.
+    """
+    pruning: list[tuple[Any, ExportConfig]] = [(None, spec.export)]
     quant: list[Any] = [None]
     for i, e in enumerate(spec.variants.pruning):
-        pruning += [c for c in expand(e, PRUNING, f"variants.pruning[{i}]") if c not in pruning]
+        where = f"variants.pruning[{i}]"
+        entry, xcfg = _export_override(spec, e, where)
+        pruning += [(c, xcfg) for c in expand(entry, PRUNING, where) if (c, xcfg) not in pruning]
     for i, e in enumerate(spec.variants.quantization):
         quant += [c for c in expand(e, QUANTIZATION, f"variants.quantization[{i}]") if c not in quant]
     return pruning, quant

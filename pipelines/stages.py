@@ -8,9 +8,10 @@ file exists is finished: it is returned as cached without any work.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ class Context:
     eval_batch: int = 16
     threads: int = 1
     device: str = "cpu"
-    latency: dict[str, Any] = field(default_factory=dict)
 
 
 def record_path(ctx: Context, sid: str) -> Path:
@@ -73,7 +73,7 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
         return {"status": "skipped", "reason": str(exc), "kind": kind}
     except TaskError as exc:
         return {"status": "failed", "reason": f"{kind}: {exc}", "kind": kind}
-    rec.update({"kind": kind, "seconds": time.perf_counter() - start, "host": socket.gethostname()})
+    rec.update(kind=kind, seconds=time.perf_counter() - start, host=socket.gethostname(), pid=os.getpid())
     write_json(record_path(ctx, sid), rec)
     return {**rec, "cached": False}
 
@@ -120,7 +120,7 @@ def _dispatch(
     if kind == "evaluate":
         return _evaluate(src, inputs[stage["needs"][0]], ctx)
     if kind == "latency":
-        return _latency(src, ctx)
+        return _latency(src, evaluate.LatencyConfig.model_validate(cfg), ctx)
     raise TaskError(f"unknown stage kind {kind!r}")
 
 
@@ -173,11 +173,6 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}
 
 
-def _latency(graph: Path, ctx: Context) -> Record:
-    lat = evaluate.LatencyConfig.model_validate(ctx.latency)
-    return {
-        "path": str(graph),
-        **evaluate.onnx_latency(
-            graph, lat, ctx.calibration or ctx.eval_texts, threads=ctx.threads, device=ctx.device
-        ),
-    }
+def _latency(graph: Path, cfg: evaluate.LatencyConfig, ctx: Context) -> Record:
+    texts = ctx.calibration or ctx.eval_texts
+    return {"path": str(graph), **evaluate.onnx_latency(graph, cfg, texts, device=ctx.device)}

@@ -31,6 +31,7 @@ class LatencyConfig(StepConfig):
     sequence_length: int = Field(default=128, ge=2)
     warmup: int = Field(default=5, ge=0)
     repeats: int = Field(default=30, ge=3)
+    threads: int | None = Field(default=None, ge=1)  # None: every CPU of the node that times
 
 
 @dataclass
@@ -178,7 +179,7 @@ def onnx_latency(
 ) -> dict[str, Any]:
     """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
     meta = read_meta(onnx_path)
-    sess = session(onnx_path, device=device, threads=threads)
+    sess = session(onnx_path, device=device, threads=cfg.threads or threads)
     feed = encode(
         load_tokenizer(str(Path(onnx_path).parent)),
         texts,

@@ -1,7 +1,8 @@
 """ONNX Runtime transformer graph optimisation (attention, LayerNorm, GELU fusions).
 
 The fused graph must agree with the unfused one: both run through ONNX Runtime on real text.
-If the family's fusions break agreement we fall back to ORT's generic graph optimisations.
+If the family's fusions crash or break agreement we fall back to ORT's generic graph
+optimisations, and if those do too, to the exported graph unchanged; the record says why.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pydantic import Field
 from tasks.base import Record, StepConfig, atomic_dir
 from tasks.export import (
     ONNX_NAME,
-    ParityError,
     compare,
     copy_sidecars,
     feeds_for,
@@ -72,15 +72,21 @@ def apply(cfg: OptimizeConfig, onnx_path: Path, out_dir: Path, *, texts: list[st
         fused: dict[str, int] = {}
         mode = "none"
         for only_ort in attempts:
-            fused = _optimize(Path(onnx_path), dst, meta, only_ort)
+            name = "generic" if only_ort else "fusion"
+            try:
+                fused = _optimize(Path(onnx_path), dst, meta, only_ort)
+            except Exception as exc:  # ORT's fusions have graph-pattern bugs; the exported graph still runs
+                notes.append(f"{name}: optimizer raised {type(exc).__name__}: {exc}")
+                fused = {}
+                continue
             max_abs, cos = compare(session(dst).run(None, feed)[0], reference)
             if max_abs <= cfg.atol and cos >= cfg.min_cosine:
                 mode = "ort-generic" if only_ort else "fusion"
                 break
-            notes.append(f"{'generic' if only_ort else 'fusion'}: max_abs {max_abs:.3g}, cosine {cos:.6f}")
+            notes.append(f"{name}: max_abs {max_abs:.3g}, cosine {cos:.6f}")
+            fused = {}
         else:
-            if cfg.enabled:
-                raise ParityError(f"optimised graph disagrees with the exported one ({'; '.join(notes)})")
+            # Nothing passed: ship the exported graph unchanged (correct, just unfused); notes say why.
             shutil.copy2(onnx_path, dst)
     return {
         "stage": "optimize",

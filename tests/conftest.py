@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +128,40 @@ def texts() -> list[str]:
     from tasks.text import builtin_corpus
 
     return builtin_corpus()
+
+
+def _tiny_spec(model: Path, task: str, artifacts: Path, **sections: object) -> dict:
+    """A small valid spec for a tiny model: fast data and latency settings; `sections` override keys."""
+    spec = {
+        "version": 1,
+        "name": "tiny",
+        "model": {"source": str(model), "task": task},
+        "data": {
+            "eval": {"builtin": "corpus", "samples": 24},
+            "calibration": {"samples": 8},
+            "max_length": 32,
+        },
+        "evaluate": {"latency": {"batch_size": 1, "sequence_length": 16, "warmup": 1, "repeats": 5}},
+        "select": {"constraints": {"fidelity": {"min": 0.5}}, "top_k": 2},
+        "artifacts": str(artifacts),
+    }
+    spec.update(sections)
+    return spec
+
+
+def _slimline(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the installed `slimline` console script as a user would."""
+    exe = Path(sys.executable).with_name("slimline")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=False, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> Callable[..., dict]:
+    """tiny_spec(model, task, artifacts, **sections) -> a spec dict."""
+    return _tiny_spec
+
+
+@pytest.fixture(scope="session")
+def slimline() -> Callable[..., subprocess.CompletedProcess]:
+    """slimline(*args) -> the finished CLI process."""
+    return _slimline

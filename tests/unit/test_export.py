@@ -86,3 +86,16 @@ def test_export_of_missing_model_is_clear(tmp_path, texts) -> None:
         export.apply(
             ExportConfig(), tmp_path / "nope", tmp_path / "o", task="feature-extraction", texts=texts
         )
+
+
+def test_optimize_never_ships_a_graph_that_disagrees(tiny_model, tmp_path, texts) -> None:
+    # GPT-2's fusions may crash or disagree on some graphs: the stage then falls back and says why.
+    rec = export.apply(ExportConfig(), tiny_model("gpt2"), tmp_path / "o", task="causal-lm", texts=texts)
+    opt = optimize.apply(optimize.OptimizeConfig(), rec["path"], tmp_path / "opt", texts=texts)
+    assert opt["mode"] in ("fusion", "ort-generic", "none")
+    assert (opt["mode"] == "fusion") or opt["notes"]
+    feed = export.feeds_for(rec["path"], texts, 2, 16)
+    max_abs, cos = export.compare(
+        session(opt["path"]).run(None, feed)[0], session(rec["path"]).run(None, feed)[0]
+    )
+    assert max_abs <= 1e-3 and cos >= 0.9999

@@ -1,0 +1,184 @@
+"""The Ray executor: every stage is a Ray task, on an embedded Ray or an existing cluster.
+
+Stages take small records in and give small records back; artifacts stay on the shared artifact
+root. Deterministic failures come back as records (see pipelines.stages.run_stage), so an
+exception reaching this module is either a bug in a stage (recorded, never retried) or a system
+failure such as a dead worker or a lost node, which Ray retries up to `max_retries` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cluster.resources import InfeasibleResources, NodeInfo, alive_nodes, check_feasible, slots, timing_node
+from pipelines.errors import FatalInputError
+from tasks.base import Record
+
+log = logging.getLogger(__name__)
+
+
+def _default_stage_fn() -> Callable[..., Record]:
+    from pipelines.stages import run_stage
+
+    return run_stage
+
+
+def _warm() -> int:
+    # Importing the stage module pulls in torch, transformers and ORT: pay that once per worker, up front.
+    import pipelines.stages  # noqa: F401
+
+    return os.getpid()
+
+
+class RayExecutor:
+    """Runs stages as Ray tasks. Use as a context manager so an embedded Ray is shut down."""
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_task: float = 1,
+        gpus_per_task: float = 0,
+        max_retries: int = 2,
+        stage_fn: Callable[..., Record] | None = None,
+        warm: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        import ray
+
+        self._ray = ray
+        self._owns = False
+        self.address = address or "embedded"
+        if not ray.is_initialized():
+            opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
+            if address:
+                try:
+                    ray.init(address=address, **opts)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise FatalInputError(
+                        f"--address: cannot reach a Ray cluster at {address}: {exc}"
+                    ) from exc
+            else:
+                if not verbose:  # Ray's notice that token auth is on (its default) says nothing about our run
+                    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                        logging.ERROR
+                    )
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **opts)
+            self._owns = True
+        self.nodes: list[NodeInfo] = alive_nodes(ray.nodes())
+        try:
+            check_feasible(self.nodes, cpus_per_task, gpus_per_task, self.address)
+        except InfeasibleResources:
+            self.close()
+            raise
+        self.cpus_per_task = cpus_per_task
+        self.gpus_per_task = gpus_per_task
+        self.max_retries = max_retries
+        self._remote = ray.remote(stage_fn or _default_stage_fn())
+        self._timing = timing_node(self.nodes, gpus_per_task)
+        self._kinds: dict[Any, str] = {}
+        self._ctx: tuple[Any, Any] | None = None  # (context object, its object ref)
+        self.warm_s = self._prestart() if warm else 0.0
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut down Ray if this executor started it."""
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owns = False
+
+    def _prestart(self) -> float:
+        """Start and warm one worker per slot, so the first stages do not pay interpreter start-up."""
+        start = time.perf_counter()
+        warm = self._ray.remote(_warm).options(num_cpus=self.cpus_per_task, num_gpus=0)
+        self._ray.get([warm.remote() for _ in range(self.workers)])
+        return time.perf_counter() - start
+
+    @property
+    def workers(self) -> int:
+        """How many stages can run at once."""
+        return slots(self.nodes, self.cpus_per_task, self.gpus_per_task)
+
+    def _context_ref(self, ctx: Any) -> Any:
+        # The context (eval texts, calibration) is the same for every stage: put it in the object store once.
+        if self._ctx is None or self._ctx[0] is not ctx:
+            self._ctx = (ctx, self._ray.put(ctx))
+        return self._ctx[1]
+
+    def submit(
+        self, stage: dict[str, Any], inputs: dict[str, Record], ctx: Any, *, exclusive: bool = False
+    ) -> Any:
+        """Start a stage as a Ray task; `exclusive` takes every CPU of the timing node."""
+        opts: dict[str, Any] = {
+            "num_cpus": self.cpus_per_task,
+            "num_gpus": self.gpus_per_task,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,  # only system failures are retried
+            "name": f"slimline:{stage['kind']}",
+        }
+        if exclusive:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["num_cpus"] = self._timing.cpus
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._timing.node_id, soft=False)
+        ref = self._remote.options(**opts).remote(stage, inputs, self._context_ref(ctx))
+        self._kinds[ref] = stage["kind"]
+        return ref
+
+    def wait(self, handles: list[Any]) -> tuple[Any, Record]:
+        """The first of `handles` to finish, with its record (errors become failed records)."""
+        from ray import exceptions as rex
+
+        ready, _ = self._ray.wait(handles, num_returns=1)
+        ref = ready[0]
+        kind = self._kinds.pop(ref, "stage")
+        try:
+            return ref, self._ray.get(ref)
+        except rex.TaskCancelledError:
+            return ref, {"status": "failed", "reason": "interrupted", "kind": kind}
+        except rex.RayTaskError as exc:  # raised inside the stage: deterministic, so not retried
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return ref, {
+                "status": "failed",
+                "reason": f"{kind}: {type(cause).__name__}: {cause}",
+                "kind": kind,
+            }
+        except rex.RayError as exc:  # dead worker, lost node, OOM kill: retried by Ray, then given up
+            reason = f"{kind}: system failure after {self.max_retries} retries: {type(exc).__name__}"
+            return ref, {"status": "failed", "reason": reason, "kind": kind}
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Cancel outstanding tasks; outputs are written atomically, so a killed stage leaves nothing."""
+        for ref in handles:
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception as exc:  # already finished or already gone
+                log.debug("cancel %s: %s", ref, exc)
+
+    def describe(self) -> dict[str, Any]:
+        """Where work runs."""
+        return {
+            "kind": "ray",
+            "address": self.address,
+            "nodes": len(self.nodes),
+            "workers": self.workers,
+            "cpus": sum(n.cpus for n in self.nodes),
+            "gpus": sum(n.gpus for n in self.nodes),
+            "cpus_per_task": self.cpus_per_task,
+            "gpus_per_task": self.gpus_per_task,
+            "timing_node": self._timing.address,
+            "timing_cpus": int(self._timing.cpus),
+        }
+
+
+__all__ = ["InfeasibleResources", "RayExecutor"]

@@ -1,0 +1,101 @@
+"""The run manifest (DESIGN.md contract): environment, per-variant rows with ratios, overall status."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pipelines.plan import Plan, library_versions
+from tasks.base import Record
+
+OK = ("succeeded", "cached")
+LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_flags() -> str:
+    """The CPU features that decide which int8/fp16 kernels ORT can use."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return ""
+    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return " ".join(f for f in line.split() if f in wanted)
+
+
+def environment(executor_info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's environment block."""
+    import onnxruntime as ort
+
+    from tasks.runtime import cuda_usable
+
+    versions = library_versions()
+    return {
+        "python": platform.python_version(),
+        "torch": versions.get("torch"),
+        "transformers": versions.get("transformers"),
+        "onnxruntime": versions.get("onnxruntime-gpu") or versions.get("onnxruntime"),
+        "ray": _version("ray"),
+        "mlflow": _version("mlflow"),
+        "slimline": versions.get("slimline"),
+        "cpu_flags": cpu_flags(),
+        "providers": ort.get_available_providers(),
+        "gpus": max(int(cuda_usable()), int(executor_info.get("gpus", 0))),
+        "executor": executor_info,
+    }
+
+
+def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Record]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": v.id,
+        "label": v.label,
+        "pruning": v.pruning,
+        "quantization": v.quantization,
+        "distillation": None,
+        "status": v.status,
+        "reason": v.reason,
+        "metrics": {},
+        "onnx": None,
+    }
+    if v.status == "skipped":
+        return row
+    chain = [records.get(s, {"status": "failed", "reason": "not run"}) for s in v.stages]
+    bad = next((r for r in chain if r.get("status") not in ("succeeded", None)), None)
+    if bad is not None:
+        row.update(status=bad["status"], reason=bad.get("reason"))
+        return row
+    export_rec = next(records[s] for s in v.stages if s.startswith("export-"))
+    lat = latency.get(v.id, {})
+    base_lat = latency.get(plan.baseline, {})
+    m = {**chain[-1]["metrics"], **{k: export_rec[k] for k in ("params", "flops") if k in export_rec}}
+    m.update({k: lat[k] for k in LATENCY_KEYS if k in lat})
+    if "latency_p50_ms" in lat and "latency_p50_ms" in base_lat:
+        m["speedup_vs_baseline"] = base_lat["latency_p50_ms"] / lat["latency_p50_ms"]
+    cached = all(r.get("cached") for r in chain) and bool(lat.get("cached", True))
+    status = "cached" if cached else "succeeded"
+    if lat.get("status") not in (None, "succeeded"):
+        status, row["reason"] = "failed", lat.get("reason")
+    row.update(metrics=m, onnx=chain[-1]["path"], status=status)
+    return row
+
+
+def variant_rows(plan: Plan, records: dict[str, Record], latency: dict[str, Record]) -> list[dict[str, Any]]:
+    """Manifest rows: status, reason and metrics for each variant, ratios to the baseline included."""
+    return [_row(plan, v, records, latency) for v in plan.variants]
+
+
+def overall_status(rows: list[dict[str, Any]], baseline: str) -> str:
+    """succeeded: everything ran; partial: some variants failed; failed: no baseline or no variant."""
+    base = next(r for r in rows if r["id"] == baseline)
+    ok = [r for r in rows if r["status"] in OK and r["id"] != baseline]
+    if base["status"] not in OK or not ok:
+        return "failed"
+    return "succeeded" if all(r["status"] in (*OK, "skipped") for r in rows) else "partial"

@@ -1,0 +1,122 @@
+"""The live progress display: one line per variant with the stage it is at (rich, on stderr)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from pipelines.plan import Plan, Stage
+from tasks.base import Record
+
+STYLE = {"running": "cyan", "done": "green", "cached": "blue", "failed": "red", "skipped": "yellow"}
+
+
+class SweepProgress:
+    """An Observer that renders the sweep as it runs.
+
+    On a terminal it is a live table; elsewhere (CI logs, cron, Ray job logs) it prints one line
+    per finished stage, which reads better in a log than repeated tables.
+    """
+
+    def __init__(self, console: Console | None = None, *, title: str = "sweep") -> None:
+        self.console = console or Console(stderr=True)
+        self.title = title
+        self._live: Live | None = None
+        self._variants: dict[str, list[str]] = defaultdict(list)  # stage id -> variant ids
+        self._labels: dict[str, str] = {}
+        self._state: dict[str, tuple[str, str]] = {}  # variant id -> (state, detail)
+        self._start = time.monotonic()
+        self._counts = {"done": 0, "total": 0}
+
+    def __enter__(self) -> SweepProgress:
+        if not self.console.is_terminal:
+            return self
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def planned(self, plan: Plan) -> None:
+        """Learn which variants each stage serves."""
+        for v in plan.variants:
+            self._labels[v.id] = v.label
+            if v.status == "skipped":
+                self._state[v.id] = ("skipped", v.reason or "")
+                continue
+            self._state[v.id] = ("waiting", "")
+            for sid in v.stages:
+                self._variants[sid].append(v.id)
+        self._counts["total"] = len(plan.stages)
+        self._refresh()
+
+    def started(self, stage: Stage) -> None:
+        """Mark the variants this stage serves as running it."""
+        for vid in self._served(stage):
+            self._state[vid] = ("running", stage.kind)
+        self._refresh()
+
+    def finished(self, stage: Stage, record: Record) -> None:
+        """Mark the variants this stage serves with its outcome."""
+        status = record.get("status", "succeeded")
+        if stage.kind != "latency":
+            self._counts["done"] += 1
+        for vid in self._served(stage):
+            if self._state[vid][0] == "failed":
+                continue
+            if status in ("failed", "skipped"):
+                self._state[vid] = (status, str(record.get("reason") or "")[:70])
+            elif record.get("cached"):
+                self._state[vid] = ("cached", stage.kind)
+            else:
+                secs = record.get("seconds")
+                self._state[vid] = ("done", stage.kind + (f" {secs:.1f}s" if secs else ""))
+        if self._live is None and not record.get("cached"):
+            self._log(stage, record)
+        self._refresh()
+
+    def _log(self, stage: Stage, record: Record) -> None:
+        status = record.get("status", "succeeded")
+        secs = record.get("seconds")
+        detail = f" ({secs:.1f}s)" if secs else ""
+        if record.get("reason"):
+            detail += f": {record['reason']}"
+        elapsed = time.monotonic() - self._start
+        self.console.print(
+            f"[{elapsed:6.1f}s] {status:<9} {stage.kind:<9} {stage.label}{detail}",
+            highlight=False,
+            markup=False,
+        )
+
+    def _served(self, stage: Stage) -> list[str]:
+        if stage.kind == "latency" and stage.parent:
+            return self._variants.get(stage.parent, [])
+        return self._variants.get(stage.id, [])
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self) -> Any:
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("variant", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("stage / reason", overflow="ellipsis", no_wrap=True)
+        for vid, (state, detail) in self._state.items():
+            table.add_row(self._labels[vid], Text(state, style=STYLE.get(state, "")), detail)
+        elapsed = time.monotonic() - self._start
+        head = Text(
+            f"{self.title}: {self._counts['done']}/{self._counts['total']} stages, {elapsed:.0f}s",
+            style="bold",
+        )
+        return Group(head, table)

@@ -1,0 +1,79 @@
+"""The `slimline` CLI as a user runs it, on its default executor (an embedded Ray)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+VARIANTS = {
+    "pruning": ["none", {"method": "heads", "amount": 0.5}, {"method": "ffn", "amount": 0.5}],
+    "quantization": ["none", {"method": "dynamic-int8", "per_channel": True}],
+}
+
+
+@pytest.fixture()
+def spec_file(tiny_model, tiny_spec, tmp_path) -> Path:
+    path = tmp_path / "spec.yaml"
+    spec = tiny_spec(tiny_model("bert"), "feature-extraction", tmp_path / "artifacts", variants=VARIANTS)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _manifest(spec_file: Path) -> dict:
+    (path,) = (spec_file.parent / "artifacts").glob("*/manifest.json")
+    return json.loads(path.read_text())
+
+
+def test_run_prints_table_and_reports_then_resumes_cached(spec_file, slimline) -> None:
+    first = slimline("run", str(spec_file))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "selected #1" in first.stdout and "report.html" in first.stdout
+    # Outside a terminal the progress display is one log line per finished stage, on stderr.
+    assert "succeeded export" in first.stderr and "succeeded latency" in first.stderr
+    again = slimline("run", str(spec_file), "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    m = json.loads(again.stdout)
+    assert m["environment"]["executor"]["kind"] == "ray"
+    assert {v["status"] for v in m["variants"]} == {"cached"}
+    assert "succeeded" not in again.stderr  # nothing was recomputed
+
+
+def test_gpus_on_a_cluster_without_gpus_is_exit_two(spec_file, slimline) -> None:
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["resources"] = {"gpus_per_task": 1, "cpus_per_task": 1}
+    spec_file.write_text(yaml.safe_dump(spec))
+    res = slimline("run", str(spec_file), timeout=300)
+    assert res.returncode == 2
+    line = res.stderr.strip()
+    assert "\n" not in line and str(spec_file) in line and "resources.gpus_per_task" in line
+
+
+def test_ctrl_c_leaves_a_consistent_manifest_and_resume_recomputes_nothing(spec_file) -> None:
+    exe = Path(sys.executable).with_name("slimline")
+    proc = subprocess.Popen(
+        [str(exe), "run", str(spec_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # interrupt once the first export is done and the sweep is mid-way
+        if "succeeded export" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    m = _manifest(spec_file)
+    assert m["interrupted"] is True and m["status"] == "failed"
+    assert any(v["reason"] == "interrupted" for v in m["variants"])
+    stages = spec_file.parent / "artifacts" / "stages"
+    finished = {p: p.stat().st_mtime_ns for p in stages.glob("*.json")}
+    assert any(p.name.startswith("export-") for p in finished)
+    exe_res = subprocess.run([str(exe), "run", str(spec_file), "--json"], capture_output=True, text=True)
+    assert exe_res.returncode == 0, exe_res.stderr[-3000:]
+    # Every stage that had finished before Ctrl-C was reused as it was, not rewritten.
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    assert json.loads(exe_res.stdout)["status"] == "succeeded"
