@@ -28,7 +28,7 @@ $(PKG_STAMP): $(DEPS_STAMP) $(SOURCES)
 install: $(PKG_STAMP)
 
 demo: $(PKG_STAMP)
-	$(PY) scripts/demo_issue2.py
+	$(VENV)/bin/slimline run pipelines/examples/minilm-cpu.yaml
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .

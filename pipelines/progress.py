@@ -99,8 +99,8 @@ class SweepProgress:
         )
 
     def _served(self, stage: Stage) -> list[str]:
-        if stage.kind == "latency" and stage.parent:
-            return self._variants.get(stage.parent, [])
+        if stage.kind == "latency":  # one timing task for every variant still standing
+            return [vid for vid, (state, _) in self._state.items() if state not in ("failed", "skipped")]
         return self._variants.get(stage.id, [])
 
     def _refresh(self) -> None:

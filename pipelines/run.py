@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,46 +124,43 @@ class Interrupted(KeyboardInterrupt):
         self.records = records
 
 
-def latency_stages(
-    plan: Plan, records: dict[str, Record], spec: Spec, executor: Executor
-) -> dict[str, Stage]:
-    """One latency stage per variant with a finished graph, keyed by variant id.
+def time_variants(
+    plan: Plan,
+    records: dict[str, Record],
+    spec: Spec,
+    ctx: Context,
+    executor: Executor,
+    observer: Observer,
+    timing_root: Path,
+) -> dict[str, Record]:
+    """Latency of every finished graph, the baseline's included, in one task that has a whole node.
 
-    Its id names the timing node and thread count: latency measured elsewhere is not this number.
+    Nothing of ours runs beside it, and the graphs are timed side by side (see
+    tasks.evaluate.onnx_latency_many). Latency is measured afresh in every run and never taken
+    from the cache: a ratio to the baseline is only honest when both were timed together.
     """
-    info = executor.describe()
-    cfg = spec.evaluate.latency.model_copy(
-        update={"threads": spec.evaluate.latency.threads or info["timing_cpus"]}
-    )
-    out = {}
+    graphs = {}
     for v in plan.variants:
         last = records.get(v.stages[-1], {}) if v.status != "skipped" else {}
         if last.get("status") == "succeeded":
-            sid = stage_id(v.stages[-1], "latency", cfg.to_json(), {"node": info["timing_node"]})
-            out[v.id] = Stage(sid, "latency", cfg.to_json(), v.stages[-1], f"latency {v.label}")
-    return out
-
-
-def time_variants(
-    stages: dict[str, Stage], records: dict[str, Record], ctx: Context, executor: Executor, observer: Observer
-) -> dict[str, Record]:
-    """Latency of each graph, one at a time on a whole node, so nothing of ours runs beside it."""
-    out: dict[str, Record] = {}
+            graphs[v.id] = {"path": last["path"]}
+    if not graphs:
+        return {}
+    info = executor.describe()
+    lat = spec.evaluate.latency
+    cfg = lat.model_copy(update={"threads": lat.threads or info["timing_cpus"]}).to_json()
+    sid = stage_id(None, "latency", cfg, {"node": info["timing_node"], "run": timing_root.parent.name})
+    st = Stage(sid, "latency", cfg, None, f"latency of {len(graphs)} graphs")
+    observer.started(st)
     try:
-        for vid, st in stages.items():
-            rec = cached(ctx, st.id)
-            if rec is not None:
-                rec["cached"] = True
-            else:
-                observer.started(st)
-                assert st.parent is not None
-                handle = executor.submit(asdict(st), {st.parent: records[st.parent]}, ctx, exclusive=True)
-                rec = executor.wait([handle])[1]
-            out[vid] = rec
-            observer.finished(st, rec)
+        handle = executor.submit(asdict(st), graphs, replace(ctx, root=str(timing_root)), exclusive=True)
+        rec = executor.wait([handle])[1]
     except KeyboardInterrupt as exc:
-        raise Interrupted(out) from exc
-    return out
+        raise Interrupted({}) from exc
+    observer.finished(st, rec)
+    if rec.get("status") != "succeeded":
+        return {vid: rec for vid in graphs}
+    return {vid: {**stats, "status": "succeeded"} for vid, stats in rec["latency"].items()}
 
 
 def run(
@@ -208,13 +205,10 @@ def run(
     interrupted: Interrupted | None = None
     try:
         records = execute(plan, ctx, executor, max_in_flight=bound, observer=obs)
-        latency = time_variants(latency_stages(plan, records, spec, executor), records, ctx, executor, obs)
+        latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing")
     except Interrupted as exc:
         interrupted = exc
-        if records:
-            latency = exc.records
-        else:
-            records = exc.records
+        records = records or exc.records
     rows = variant_rows(plan, records, latency)
     selected, rejected = (
         ([], {}) if interrupted else select([r for r in rows if r["id"] != plan.baseline], spec.select)

@@ -65,7 +65,7 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
     set_torch_threads(ctx.threads)
     out = Path(ctx.root) / sid
     parent = inputs.get(stage["parent"]) if stage["parent"] else None
-    start = time.perf_counter()
+    start, wall_start = time.perf_counter(), time.time()
     try:
         rec = _dispatch(kind, stage, parent, inputs, out, ctx)
         rec["status"] = "succeeded"
@@ -74,6 +74,7 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
     except TaskError as exc:
         return {"status": "failed", "reason": f"{kind}: {exc}", "kind": kind}
     rec.update(kind=kind, seconds=time.perf_counter() - start, host=socket.gethostname(), pid=os.getpid())
+    rec["interval"] = [wall_start, time.time()]  # epoch seconds: how busy the workers were
     write_json(record_path(ctx, sid), rec)
     return {**rec, "cached": False}
 
@@ -90,6 +91,11 @@ def _dispatch(
     src = Path(parent["path"]) if parent else None
     if kind == "load":
         return load.apply(load.LoadConfig.model_validate(cfg), out)
+    if kind == "latency":  # every finished graph at once, keyed by variant id (see pipelines.run)
+        graphs = {vid: Path(rec["path"]) for vid, rec in inputs.items()}
+        lat = evaluate.LatencyConfig.model_validate(cfg)
+        texts = ctx.calibration or ctx.eval_texts
+        return {"latency": evaluate.onnx_latency_many(graphs, lat, texts, device=ctx.device)}
     assert src is not None  # every other stage has a parent
     if kind == "prune":
         return prune.apply(
@@ -119,8 +125,6 @@ def _dispatch(
         return _reference(src, inputs[stage["needs"][0]], out, ctx)
     if kind == "evaluate":
         return _evaluate(src, inputs[stage["needs"][0]], ctx)
-    if kind == "latency":
-        return _latency(src, evaluate.LatencyConfig.model_validate(cfg), ctx)
     raise TaskError(f"unknown stage kind {kind!r}")
 
 
@@ -171,8 +175,3 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     if ctx.task == "causal-lm":
         metrics["perplexity"] = evaluate.perplexity(got)
     return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}
-
-
-def _latency(graph: Path, cfg: evaluate.LatencyConfig, ctx: Context) -> Record:
-    texts = ctx.calibration or ctx.eval_texts
-    return {"path": str(graph), **evaluate.onnx_latency(graph, cfg, texts, device=ctx.device)}

@@ -7,6 +7,7 @@ agreement (causal-lm). Every variant is run on the same batches, so positions li
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class LatencyConfig(StepConfig):
     warmup: int = Field(default=5, ge=0)
     repeats: int = Field(default=30, ge=3)
     threads: int | None = Field(default=None, ge=1)  # None: every CPU of the node that times
+    # Graphs timed together are visited round-robin this many times, so drift hits them alike.
+    rounds: int = Field(default=3, ge=1)
 
 
 @dataclass
@@ -188,6 +191,38 @@ def onnx_latency(
         meta["inputs"],
     )
     return timing_stats(_time(lambda: sess.run(None, feed), cfg), cfg.batch_size)
+
+
+def onnx_latency_many(
+    graphs: dict[str, Path], cfg: LatencyConfig, texts: list[str], *, device: str = "cpu"
+) -> dict[str, dict[str, Any]]:
+    """Latency of several graphs measured side by side, on the same input batch.
+
+    Every graph is warmed up first; then `cfg.rounds` rounds visit the graphs in turn (rotating
+    the order), each visit timing its share of `cfg.repeats` after one unrecorded run. A slow
+    spell on a noisy machine therefore lands on every graph rather than on one of them, which
+    is what ratios to the baseline need.
+    """
+    runs: dict[str, Callable[[], object]] = {}
+    for key, path in graphs.items():
+        meta = read_meta(path)
+        sess = session(path, device=device, threads=cfg.threads)
+        tok = load_tokenizer(str(Path(path).parent))
+        feed = encode(tok, texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
+        runs[key] = functools.partial(sess.run, None, feed)
+        for _ in range(cfg.warmup):
+            runs[key]()
+    per_visit = -(-cfg.repeats // cfg.rounds)
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    keys = list(runs)
+    for r in range(cfg.rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            runs[key]()  # back in cache after the other graphs ran
+            for _ in range(per_visit):
+                start = time.perf_counter()
+                runs[key]()
+                samples[key].append(time.perf_counter() - start)
+    return {k: timing_stats(v, cfg.batch_size) for k, v in samples.items()}
 
 
 def torch_latency(

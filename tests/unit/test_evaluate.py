@@ -74,3 +74,13 @@ def test_latency_measures_the_asked_shape(gpt2_graph, texts) -> None:
 def test_accuracy() -> None:
     out = Outputs("text-classification", np.array([[0.1, 0.9], [0.8, 0.2]]))
     assert evaluate.accuracy(out, [1, 1]) == 0.5
+
+
+def test_graphs_timed_side_by_side(gpt2_graph, texts) -> None:
+    cfg = evaluate.LatencyConfig(batch_size=2, sequence_length=8, warmup=1, repeats=7, rounds=3, threads=1)
+    stats = evaluate.onnx_latency_many({"a": gpt2_graph, "b": gpt2_graph}, cfg, texts)
+    assert set(stats) == {"a", "b"}
+    for s in stats.values():
+        assert s["repeats"] == 9  # ceil(7 / 3) per visit, 3 rounds
+        assert s["latency_ci_ms"][0] <= s["latency_p50_ms"] <= s["latency_ci_ms"][1]
+        assert s["throughput"] == pytest.approx(2 / (s["latency_p50_ms"] / 1e3))
