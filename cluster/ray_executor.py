@@ -8,6 +8,7 @@ failure such as a dead worker or a lost node, which Ray retries up to `max_retri
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -27,10 +28,18 @@ def _default_stage_fn() -> Callable[..., Record]:
     return run_stage
 
 
-def _warm() -> int:
-    # Importing the stage module pulls in torch, transformers and ORT: pay that once per worker, up front.
-    import pipelines.stages  # noqa: F401
+# A stage's first use of these modules costs seconds of imports: warm workers pay it up front.
+WARM_MODULES = (
+    "pipelines.stages",
+    "transformers.models.bert.modeling_bert",
+    "onnxruntime.quantization",
+    "onnxruntime.transformers.optimizer",
+)
 
+
+def _warm() -> int:
+    for name in WARM_MODULES:
+        importlib.import_module(name)
     return os.getpid()
 
 
