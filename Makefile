@@ -9,6 +9,8 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.pkg-installed
 SOURCES := $(shell find pipelines tasks cluster registry -type f \( -name '*.py' -o -name '*.txt' -o -name '*.yaml' \) 2>/dev/null)
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: demo test lint install clean
 
 $(PY):
@@ -27,14 +29,21 @@ $(PKG_STAMP): $(DEPS_STAMP) $(SOURCES)
 
 install: $(PKG_STAMP)
 
+# The sweep registers its selection in MLflow (sqlite:///slimline.db here); then list the registry.
 demo: $(PKG_STAMP)
 	$(VENV)/bin/slimline run pipelines/examples/minilm-cpu.yaml
+	$(VENV)/bin/slimline registry ls
+
+# The MLflow UI test drives Debian's Chromium (playwright comes with the dev extra).
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(PKG_STAMP) lint
+test: $(PKG_STAMP) lint $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) artifacts build *.egg-info
+	rm -rf $(VENV) artifacts build *.egg-info test-artifacts

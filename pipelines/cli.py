@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from pipelines.cli_registry import echo_registered, registry, ui
 from pipelines.errors import FatalInputError
 
 
@@ -94,7 +95,18 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     "--threads", type=int, default=None, help="Torch/ORT threads per task [default: cpus_per_task]."
 )
 @click.option(
-    "--max-in-flight", type=int, default=None, help="Bound on tasks in flight [default: 2 x workers]."
+    "--max-in-flight", type=int, default=None, help="Bound on tasks in flight [default: one per worker]."
+)
+@click.option(
+    "--registry",
+    "registry_kind",
+    type=click.Choice(["mlflow", "none"]),
+    default="mlflow",
+    show_default=True,
+    help="Register the selection in MLflow, or not at all.",
+)
+@click.option(
+    "--tracking-uri", default=None, help="MLflow store [default: spec, $MLFLOW_TRACKING_URI, SQLite]."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.pass_context
@@ -105,6 +117,8 @@ def run(
     address: str | None,
     threads: int | None,
     max_in_flight: int | None,
+    registry_kind: str,
+    tracking_uri: str | None,
     as_json: bool,
 ) -> None:
     """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
@@ -115,7 +129,10 @@ def run(
 
     spec = _spec_or_exit(ctx, spec_path)
     debug = ctx.obj["debug"]
+    reg = _registry(registry_kind, tracking_uri, spec)
     try:
+        if reg is not None:
+            reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
             manifest = run_pipeline(spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight)
@@ -132,12 +149,36 @@ def run(
         )
         sys.exit(130)
     run_dir = Path(spec.artifacts) / manifest["run_id"]
+    code = 1 if manifest["status"] == "failed" else 0
+    if reg is not None and code == 0:
+        try:
+            manifest = reg.publish(manifest, spec, run_dir)
+        except Exception as exc:  # the server went away mid-run: the manifest keeps everything
+            if debug:
+                raise
+            click.echo(
+                f"error: registry {reg.describe()}: {type(exc).__name__}: {exc}; nothing is lost, register "
+                f"later with: slimline registry push {run_dir}",
+                err=True,
+            )
+            code = 1
     if as_json:
         click.echo(json.dumps(manifest, indent=2, default=str))
     else:
         _print_table(manifest)
         click.echo(f"report: {run_dir / 'report.html'}\nmanifest: {run_dir / 'manifest.json'}")
-    sys.exit(1 if manifest["status"] == "failed" else 0)
+        echo_registered(manifest)
+    sys.exit(code)
+
+
+def _registry(kind: str, flag: str | None, spec: Any) -> Any:
+    """The composition root's other choice: where results are registered (None: nowhere)."""
+    if kind == "none":
+        return None
+    from registry.publish import MlflowRegistry
+    from registry.store import resolve_uri
+
+    return MlflowRegistry(resolve_uri(flag, spec.registry.tracking_uri))
 
 
 @contextlib.contextmanager
@@ -193,6 +234,9 @@ def doctor() -> None:
     click.echo(f"{'providers':<16} {', '.join(ort.get_available_providers())}")
     click.echo(f"{'cuda usable':<16} {cuda_usable()}")
 
+
+main.add_command(registry)
+main.add_command(ui)
 
 if __name__ == "__main__":
     main()

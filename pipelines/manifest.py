@@ -33,9 +33,7 @@ def cpu_flags() -> str:
 
 def environment(executor_info: dict[str, Any]) -> dict[str, Any]:
     """The manifest's environment block."""
-    import onnxruntime as ort
-
-    from tasks.runtime import cuda_usable
+    from tasks.runtime import cuda_usable, providers_for
 
     versions = library_versions()
     return {
@@ -47,7 +45,8 @@ def environment(executor_info: dict[str, Any]) -> dict[str, Any]:
         "mlflow": _version("mlflow"),
         "slimline": versions.get("slimline"),
         "cpu_flags": cpu_flags(),
-        "providers": ort.get_available_providers(),
+        # What slimline runs with here, not everything the installed ORT build lists.
+        "providers": providers_for("cuda" if cuda_usable() else "cpu"),
         "gpus": max(int(cuda_usable()), int(executor_info.get("gpus", 0))),
         "executor": executor_info,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.base import Record
@@ -23,6 +24,22 @@ class Observer(Protocol):
 
     def finished(self, stage: Stage, record: Record) -> None:
         """`stage` finished (or came from the cache) with `record`."""
+        ...
+
+
+class Registry(Protocol):
+    """Where results go: tracking runs, model versions and the champion alias."""
+
+    def check(self) -> None:
+        """Raise FatalInputError (exit 2) unless the store can be reached."""
+        ...
+
+    def describe(self) -> str:
+        """The store, as a URI."""
+        ...
+
+    def publish(self, manifest: dict[str, Any], spec: Any, run_dir: Path) -> dict[str, Any]:
+        """Record a finished run and register its selection; returns the updated manifest."""
         ...
 
 

@@ -17,7 +17,7 @@ from pipelines.report import write_reports
 from pipelines.select import select
 from pipelines.spec import BuiltinData, FileData, Spec
 from pipelines.stages import Context, cached
-from tasks.base import Record, write_json
+from tasks.base import Record, dir_digest, write_json
 from tasks.text import builtin_corpus, load_file
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def run(
     )
     base_row = next(r for r in rows if r["id"] == plan.baseline)
     ref = next((r for sid, r in records.items() if sid.startswith("reference-")), {})
+    loaded = next((r for sid, r in records.items() if sid.startswith("load-")), {})
     manifest = {
         "run_id": run_id,
         "spec_hash": spec.digest(),
@@ -242,7 +243,9 @@ def run(
         "selected": selected,
         "rejected": rejected,
         "registered": [],
+        "base_model_digest": dir_digest(loaded["resolved"]) if loaded.get("resolved") else None,
     }
+    write_json(root / run_id / "spec.json", spec.model_dump(mode="json"))  # what `registry push` reads
     write_json(root / run_id / "manifest.json", manifest)
     write_reports(manifest, root / run_id, spec.select.objectives)
     if interrupted:

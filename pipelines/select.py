@@ -61,3 +61,26 @@ def select(variants: list[dict[str, Any]], spec: SelectSpec) -> tuple[list[str],
     for vid in frontier[spec.top_k :]:
         rejected[vid] = f"on the Pareto frontier but outside top_k={spec.top_k}"
     return frontier[: spec.top_k], rejected
+
+
+def gate(candidate: dict[str, Any], champion: dict[str, Any] | None, spec: SelectSpec) -> tuple[bool, str]:
+    """Whether the alias may move from `champion` to `candidate` (both metric dicts), and why.
+
+    The candidate must meet every constraint and beat the champion on the first objective;
+    with no champion yet, meeting the constraints is enough.
+    """
+    for name, bound in spec.constraints.items():
+        value = candidate.get(name)
+        if value is None:
+            return False, f"candidate has no {name}"
+        if (bound.min is not None and value < bound.min) or (bound.max is not None and value > bound.max):
+            return False, f"candidate {name} {value:.4g} is outside the constraint"
+    first = spec.objectives[0]
+    if champion is None:
+        return True, "no current champion"
+    if candidate.get(first) is None or champion.get(first) is None:
+        return False, f"{first} missing on the candidate or the champion"
+    new, old = _key(candidate, first), _key(champion, first)
+    if new < old:
+        return True, f"{first} {candidate[first]:.4g} beats the champion's {champion[first]:.4g}"
+    return False, f"{first} {candidate[first]:.4g} does not beat the champion's {champion[first]:.4g}"

@@ -114,8 +114,10 @@ class SelectSpec(_Strict):
 
 class RegistrySpec(_Strict):
     model_name: str | None = None
-    tracking_uri: str = "sqlite:///slimline.db"
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///slimline.db
     alias: str = "champion"
+    # Which child runs get their ONNX model logged: every finished variant, or the selection only.
+    log_models: Literal["all", "selected"] = "all"
 
 
 class ResourcesSpec(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -103,6 +104,12 @@ def build_tiny(family: str, task: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _throwaway_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs that register go to a store of the session's own, never to ./slimline.db in the checkout."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'slimline.db'}"
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """tiny_model(family, task=None) -> a saved model folder (built once per session)."""
@@ -165,3 +172,65 @@ def tiny_spec() -> Callable[..., dict]:
 def slimline() -> Callable[..., subprocess.CompletedProcess]:
     """slimline(*args) -> the finished CLI process."""
     return _slimline
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root, self.port = root, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> MlflowServer:
+        import time
+        import urllib.request
+
+        exe = Path(sys.executable).with_name("mlflow")
+        cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "mlartifacts")]
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def unused_port() -> int:
+    """A loopback port nothing listens on."""
+    return free_port()
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path):
+    """A running `mlflow server` on loopback, stopped after the test."""
+    server = MlflowServer(tmp_path / "mlflow").start()
+    yield server
+    server.stop()

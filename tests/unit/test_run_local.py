@@ -23,7 +23,7 @@ def spec_file(tiny_model, tiny_spec, tmp_path_factory) -> Path:
 
 
 def test_run_then_rerun_is_fully_cached(spec_file: Path, slimline) -> None:
-    first = slimline("run", str(spec_file), "--json", "--executor", "local")
+    first = slimline("run", str(spec_file), "--json", "--executor", "local", "--registry", "none")
     assert first.returncode == 0, first.stderr[-2000:]
     m = json.loads(first.stdout)
     by = {v["label"]: v for v in m["variants"]}
@@ -51,8 +51,12 @@ def test_run_then_rerun_is_fully_cached(spec_file: Path, slimline) -> None:
     # Self-contained: the plot is embedded, nothing is fetched from elsewhere.
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
 
+    assert m["registered"] == [] and "gate" not in m  # --registry none: nothing registered
+
     second = json.loads(slimline("run", str(spec_file), "--json", "--executor", "local").stdout)
     assert {v["status"] for v in second["variants"]} == {"cached", "skipped"}
+    # This time into the session's throwaway MLflow store ($MLFLOW_TRACKING_URI), alias and all.
+    assert second["registered"] and second["registered"][0]["aliases"] == ["champion"]
 
 
 def test_validate_and_plan_cli(spec_file: Path, tmp_path: Path, slimline) -> None:

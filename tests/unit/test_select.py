@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.select import select
-from pipelines.spec import SelectSpec
+from pipelines.select import gate, select
+from pipelines.spec import Bound, SelectSpec
 
 
 def _v(vid: str, status: str = "succeeded", **metrics: float) -> dict:
@@ -53,3 +53,20 @@ def test_maximised_objective() -> None:
     spec = SelectSpec.model_validate({"objectives": ["fidelity"], "top_k": 1})
     chosen, _ = select([_v("lo", fidelity=0.9), _v("hi", fidelity=0.99)], spec)
     assert chosen == ["hi"]
+
+
+def test_champion_gate() -> None:
+    spec = SelectSpec(constraints={"fidelity": Bound(min=0.9)}, objectives=["latency_p50_ms", "size_mb"])
+    fast = {"fidelity": 0.95, "latency_p50_ms": 10.0, "size_mb": 20.0}
+    slow = {"fidelity": 0.99, "latency_p50_ms": 12.0, "size_mb": 10.0}
+    assert gate(fast, None, spec) == (True, "no current champion")
+    moved, why = gate(fast, slow, spec)
+    assert moved and "beats" in why
+    stays, why = gate(slow, fast, spec)  # better on size, but size is not the first objective
+    assert not stays and "does not beat" in why
+    assert not gate(fast, fast, spec)[0]  # a tie does not move the alias
+    unfaithful = {**fast, "fidelity": 0.5}
+    assert gate(unfaithful, None, spec) == (False, "candidate fidelity 0.5 is outside the constraint")
+    # Larger-is-better objectives compare the other way round.
+    by_fidelity = SelectSpec(objectives=["fidelity"])
+    assert gate(slow, fast, by_fidelity)[0] and not gate(fast, slow, by_fidelity)[0]

@@ -1,0 +1,197 @@
+"""`slimline registry ...` and `slimline ui`: browsing and managing the MLflow model registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelines.errors import FatalInputError
+
+URI_HELP = "MLflow tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///slimline.db]."
+
+
+def _fail(ctx: click.Context, exc: Exception) -> None:
+    if ctx.obj and ctx.obj.get("debug"):
+        raise exc
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(getattr(exc, "exit_code", 2))
+
+
+def _browser(ctx: click.Context, uri: str | None) -> Any:
+    from registry.browse import Browser
+    from registry.store import check_reachable, resolve_uri
+
+    resolved = resolve_uri(uri)
+    try:
+        check_reachable(resolved)
+        return Browser(resolved)
+    except FatalInputError as exc:
+        _fail(ctx, exc)
+
+
+def _metric(value: float | None, key: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if key == "speedup_vs_baseline" else f"{value:.4g}"
+
+
+@click.group()
+def registry() -> None:
+    """Browse and manage registered models (NAME, NAME@alias or NAME/version)."""
+
+
+@registry.command("ls")
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
+    """Registered models: latest version, aliases and key metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from registry.browse import KEY_METRICS
+
+    rows = _browser(ctx, tracking_uri).ls()
+    table = Table(title=f"registered models ({len(rows)})")
+    for col in ("model", "versions", "latest", "aliases", "variant", *KEY_METRICS):
+        table.add_column(col)
+    for r in rows:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(r["aliases"].items())) or "-"
+        metrics = [_metric(r["metrics"].get(k), k) for k in KEY_METRICS]
+        table.add_row(r["name"], str(r["versions"]), r["latest"], aliases, r["label"], *metrics)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _guarded(ctx: click.Context, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except FatalInputError as exc:
+        _fail(ctx, exc)
+
+
+@registry.command()
+@click.argument("ref")
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx: click.Context, ref: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Metrics, lineage, technique configs and the ONNX location of one version."""
+    from registry.browse import Ref
+
+    info = _guarded(ctx, lambda: _browser(ctx, tracking_uri).show(Ref.parse(ref)))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['name']} version {info['version']}  aliases: {', '.join(info['aliases']) or '-'}")
+    click.echo(f"variant   {info['variant']}: {info['label']}")
+    click.echo(f"pruning   {json.dumps(info['pruning'])}")
+    click.echo(f"quantize  {json.dumps(info['quantization'])}")
+    click.echo("metrics   " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(info["metrics"].items())))
+    for k, v in sorted(info["lineage"].items()):
+        click.echo(f"  {k:<18} {v}")
+    click.echo(f"model     {info['source']} (run {info['run_id']})")
+    click.echo(f"onnx      {info['onnx_path']}")
+
+
+@registry.command()
+@click.argument("name")
+@click.argument("a")
+@click.argument("b")
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def compare(ctx: click.Context, name: str, a: str, b: str, tracking_uri: str | None) -> None:
+    """Metrics of two versions or aliases of NAME side by side (A and B: 3, v3 or @champion)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    got = _guarded(ctx, lambda: _browser(ctx, tracking_uri).compare(name, a, b))
+    (ka, ma), (kb, mb) = got.items()
+    table = Table(title=f"{name}: {ka} vs {kb}")
+    for col in ("metric", ka, kb, "ratio"):
+        table.add_column(col)
+    for key in sorted(set(ma) | set(mb)):
+        va, vb = ma.get(key), mb.get(key)
+        ratio = f"{vb / va:.3f}" if va and vb is not None else "-"
+        table.add_row(key, _metric(va, key), _metric(vb, key), ratio)
+    Console().print(table)
+
+
+@registry.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--alias", required=True, help="Alias to point at VERSION.")
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def promote(ctx: click.Context, name: str, version: str, alias: str, tracking_uri: str | None) -> None:
+    """Point ALIAS at NAME/VERSION by hand."""
+    _guarded(ctx, lambda: _browser(ctx, tracking_uri).promote(name, version.lstrip("v"), alias))
+    click.echo(f"{name}@{alias} -> version {version.lstrip('v')}")
+
+
+@registry.command()
+@click.argument("ref")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Folder to write into.")
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def pull(ctx: click.Context, ref: str, out_dir: str, tracking_uri: str | None) -> None:
+    """Download the ONNX model (with its tokenizer) of REF into a folder."""
+    from registry.browse import Ref
+
+    path = _guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir)))
+    click.echo(str(path))
+
+
+@registry.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
+    """Register a finished run from its folder (after the tracking server was away)."""
+    from pipelines.spec import Spec
+    from registry.publish import MlflowRegistry
+    from registry.store import resolve_uri
+    from tasks.base import read_json
+
+    folder = Path(run_dir)
+    if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
+        _fail(ctx, FatalInputError(f"{run_dir}: expected a run folder with manifest.json and spec.json"))
+    spec = Spec.model_validate(read_json(folder / "spec.json"))
+    reg = MlflowRegistry(resolve_uri(tracking_uri, spec.registry.tracking_uri))
+    _guarded(ctx, reg.check)
+    manifest = reg.publish(read_json(folder / "manifest.json"), spec, folder)
+    echo_registered(manifest)
+
+
+def echo_registered(manifest: dict[str, Any]) -> None:
+    for r in manifest.get("registered", []):
+        aliases = f" [{', '.join(r['aliases'])}]" if r.get("aliases") else ""
+        click.echo(f"registered {r['name']} version {r['version']}{aliases} ({r['variant']})")
+    gate = manifest.get("gate")
+    if gate:
+        click.echo(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
+
+
+@click.command()
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.pass_context
+def ui(ctx: click.Context, tracking_uri: str | None, port: int) -> None:
+    """Start the MLflow UI on 127.0.0.1 for the configured store."""
+    from registry.store import artifact_root, resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"{uri} is a tracking server: open it in a browser")
+        return
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    root = artifact_root(uri)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)", err=True)
+    os.execv(cmd[0], cmd)

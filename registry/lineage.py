@@ -1,0 +1,69 @@
+"""What a registered version carries: lineage tags, metrics as tags, and how to serve its ONNX file."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TAG = "slimline."
+METRICS_TAG = "slimline.metrics"
+EXAMPLE_TEXTS = ["slimline keeps the model small.", "It still has to understand what it reads."]
+
+
+def example_feeds(onnx_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A real two-sentence input for the graph and its output (for the signature and input example)."""
+    from tasks.export import feeds_for
+    from tasks.runtime import session
+
+    feeds = feeds_for(onnx_path, EXAMPLE_TEXTS, 2, 8)
+    return feeds, session(onnx_path).run(None, feeds)[0]
+
+
+def pip_requirements() -> list[str]:
+    """What serving the ONNX file needs, pinned to what produced it."""
+    out = []
+    for pkg in ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
+    """Lineage of one registered variant, as model version tags."""
+    env = manifest["environment"]
+    m = row["metrics"]
+    tags = {
+        f"{TAG}variant_id": row["id"],
+        f"{TAG}label": row["label"],
+        f"{TAG}run_id": manifest["run_id"],
+        f"{TAG}spec_hash": manifest["spec_hash"],
+        f"{TAG}base_model_digest": str(manifest.get("base_model_digest")),
+        f"{TAG}pruning": json.dumps(row["pruning"]),
+        f"{TAG}quantization": json.dumps(row["quantization"]),
+        f"{TAG}distillation": json.dumps(row.get("distillation")),
+        f"{TAG}fidelity": f"{m.get('fidelity', float('nan')):.6f}",
+        f"{TAG}speedup": f"{m.get('speedup_vs_baseline', float('nan')):.4f}",
+        f"{TAG}versions": json.dumps(
+            {k: env.get(k) for k in ("python", "torch", "transformers", "onnxruntime", "slimline")}
+        ),
+        f"{TAG}cpu_flags": env.get("cpu_flags") or "",
+        f"{TAG}providers": ",".join(env.get("providers", [])),
+        f"{TAG}onnx_path": str(row.get("onnx")),
+    }
+    # One tag for all metrics: the registry UI shows every tag in the versions table.
+    tags[METRICS_TAG] = json.dumps(
+        {k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        sort_keys=True,
+    )
+    return tags
+
+
+def metrics_of(tags: dict[str, str]) -> dict[str, float]:
+    """The metrics a version was registered with, read back from its tags."""
+    return {k: float(v) for k, v in json.loads(tags.get(METRICS_TAG, "{}")).items()}

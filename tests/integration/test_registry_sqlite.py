@@ -1,0 +1,149 @@
+"""The MLflow adapter on a real SQLite store: tracking, registration, idempotence, the gate, browsing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.ports import LocalExecutor
+from pipelines.run import run
+from pipelines.spec import Spec
+from registry.browse import Browser, Ref, UnknownModel
+from registry.publish import MlflowRegistry
+from registry.store import RegistryUnreachable, check_reachable
+from tasks.export import feeds_for
+from tasks.runtime import session
+
+VARIANTS = {
+    "pruning": ["none", {"method": "heads", "amount": 0.5}],
+    "quantization": ["none", {"method": "dynamic-int8", "per_channel": True}],
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, tiny_spec, tmp_path_factory) -> tuple[Spec, dict, Path]:
+    """One real sweep on a tiny BERT (local executor), before anything is registered."""
+    d = tmp_path_factory.mktemp("reg")
+    spec = Spec.model_validate(
+        tiny_spec(
+            tiny_model("bert"),
+            "feature-extraction",
+            d / "artifacts",
+            variants=VARIANTS,
+            select={
+                "constraints": {"fidelity": {"min": 0.5}},
+                "objectives": ["size_mb", "fidelity"],
+                "top_k": 2,
+            },
+            registry={"model_name": "tiny-bert", "alias": "champion"},
+        )
+    )
+    manifest = run(spec, LocalExecutor())
+    assert len(manifest["selected"]) == 2  # smallest vs most faithful: a two-point frontier at least
+    return spec, manifest, d / "artifacts" / manifest["run_id"]
+
+
+@pytest.fixture()
+def store(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'slimline.db'}"
+
+
+def _versions(uri: str, name: str) -> list:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(f"name='{name}'")
+
+
+def test_publish_tracks_registers_with_lineage_and_is_idempotent(finished, store) -> None:
+    spec, manifest, run_dir = finished
+    out = MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    assert [r["variant"] for r in out["registered"]] == manifest["selected"]
+    assert out["registered"][0]["aliases"] == ["champion"]
+    assert out["gate"]["moved"] and out["gate"]["reason"] == "no current champion"
+    versions = {v.tags["slimline.variant_id"]: v for v in _versions(store, "tiny-bert")}
+    assert set(versions) == set(manifest["selected"])
+    best = versions[manifest["selected"][0]]
+    assert best.tags["slimline.spec_hash"] == manifest["spec_hash"]
+    assert best.tags["slimline.base_model_digest"] == manifest["base_model_digest"] != "None"
+    assert json.loads(best.tags["slimline.metrics"])["size_mb"] == pytest.approx(
+        next(v for v in manifest["variants"] if v["id"] == best.tags["slimline.variant_id"])["metrics"][
+            "size_mb"
+        ]
+    )
+    client = MlflowClient(tracking_uri=store)
+    parents = client.search_runs(
+        [client.get_experiment_by_name(spec.name).experiment_id],
+        filter_string=f"tags.`slimline.run_id` = '{manifest['run_id']}'",
+    )
+    assert len(parents) == 1
+    children = client.search_runs(
+        [parents[0].info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+    )
+    assert len(children) == len(manifest["variants"])
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"manifest.json", "report.html"}
+
+    # Publishing the same run again, or resuming it, adds nothing.
+    again = MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    assert len(_versions(store, "tiny-bert")) == len(manifest["selected"])
+    assert not again["gate"]["moved"] and "already champion" in again["gate"]["reason"]
+    assert (
+        len(
+            client.search_runs(
+                [parents[0].info.experiment_id], filter_string="tags.`slimline.run_id` LIKE '%'"
+            )
+        )
+        == 1
+    )
+
+
+def test_the_champion_gate_moves_and_stays(finished, store) -> None:
+    spec, manifest, run_dir = finished
+    reg = MlflowRegistry(store)
+    reg.publish(copy.deepcopy(manifest), spec, run_dir)
+    second = next(r for r in _versions(store, "tiny-bert") if str(r.version) != "1")
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    # A worse champion (the runner-up) is replaced by the best...
+    client.set_registered_model_alias("tiny-bert", "champion", second.version)
+    moved = reg.publish(copy.deepcopy(manifest), spec, run_dir)["gate"]
+    assert moved["moved"] and moved["previous"] == str(second.version) and "beats" in moved["reason"]
+    # ...and a champion that is better on the first objective keeps the alias.
+    client.set_registered_model_alias("tiny-bert", "champion", second.version)
+    better = {**json.loads(second.tags["slimline.metrics"]), "size_mb": 0.001}
+    client.set_model_version_tag("tiny-bert", second.version, "slimline.metrics", json.dumps(better))
+    stays = reg.publish(copy.deepcopy(manifest), spec, run_dir)["gate"]
+    assert not stays["moved"] and "does not beat" in stays["reason"]
+    assert client.get_model_version_by_alias("tiny-bert", "champion").version == second.version
+
+
+def test_browse_and_pull(finished, store, tmp_path, texts) -> None:
+    spec, manifest, run_dir = finished
+    MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    b = Browser(store)
+    (row,) = b.ls()
+    assert row["name"] == "tiny-bert" and row["aliases"] == {"champion": "1"} and row["versions"] == 2
+    info = b.show(Ref.parse("tiny-bert@champion"))
+    assert info["variant"] == manifest["selected"][0] and info["aliases"] == ["champion"]
+    assert info["lineage"]["spec_hash"] == manifest["spec_hash"]
+    assert set(b.compare("tiny-bert", "1", "@champion")) == {"tiny-bert/1", "tiny-bert@champion"}
+    pulled = b.pull(Ref.parse("tiny-bert@champion"), tmp_path / "pulled")
+    # The pulled graph is the variant's graph: same outputs, bit for bit, and it carries its tokenizer.
+    original = Path(info["onnx_path"])
+    feeds = feeds_for(pulled, texts[:3], 3, 12)
+    np.testing.assert_array_equal(session(pulled).run(None, feeds)[0], session(original).run(None, feeds)[0])
+    with pytest.raises(UnknownModel, match="no alias 'gold'"):
+        b.show(Ref.parse("tiny-bert@gold"))
+    with pytest.raises(UnknownModel, match="no registered model 'nope'"):
+        b.show(Ref.parse("nope"))
+    with pytest.raises(UnknownModel, match="no version 9"):
+        b.show(Ref.parse("tiny-bert/9"))
+
+
+def test_unreachable_stores_are_named() -> None:
+    with pytest.raises(RegistryUnreachable, match=r"http://127\.0\.0\.1:9/ is unreachable"):
+        check_reachable("http://127.0.0.1:9/", timeout=2)
+    with pytest.raises(RegistryUnreachable, match="no/such/dir"):
+        check_reachable("sqlite:///no/such/dir/x.db")
