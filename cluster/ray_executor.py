@@ -13,9 +13,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cluster.resources import InfeasibleResources, NodeInfo, alive_nodes, check_feasible, slots, timing_node
+from cluster.storage import check_shared_root
 from pipelines.errors import FatalInputError
 from tasks.base import Record
 
@@ -43,6 +45,14 @@ def _warm() -> int:
     return os.getpid()
 
 
+def _on_node(fn: Callable[..., Record], stage: dict[str, Any], inputs: dict[str, Record], ctx: Any) -> Record:
+    """Run a stage and say which Ray node ran it (multi-node runs are checked by this)."""
+    import ray
+
+    rec = fn(stage, inputs, ctx)
+    return {**rec, "ray_node": ray.get_runtime_context().get_node_id()}
+
+
 class RayExecutor:
     """Runs stages as Ray tasks. Use as a context manager so an embedded Ray is shut down."""
 
@@ -62,6 +72,8 @@ class RayExecutor:
 
         self._ray = ray
         self._owns = False
+        # Inside a Ray job (slimline submit) the job manager says where the cluster is.
+        address = address or os.environ.get("RAY_ADDRESS")
         self.address = address or "embedded"
         if not ray.is_initialized():
             opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
@@ -88,7 +100,8 @@ class RayExecutor:
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.max_retries = max_retries
-        self._remote = ray.remote(stage_fn or _default_stage_fn())
+        self._remote = ray.remote(_on_node)
+        self._stage_fn = stage_fn or _default_stage_fn()
         self._timing = timing_node(self.nodes, gpus_per_task)
         self._kinds: dict[Any, str] = {}
         self._ctx: tuple[Any, Any] | None = None  # (context object, its object ref)
@@ -140,7 +153,7 @@ class RayExecutor:
 
             opts["num_cpus"] = self._timing.cpus
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._timing.node_id, soft=False)
-        ref = self._remote.options(**opts).remote(stage, inputs, self._context_ref(ctx))
+        ref = self._remote.options(**opts).remote(self._stage_fn, stage, inputs, self._context_ref(ctx))
         self._kinds[ref] = stage["kind"]
         return ref
 
@@ -173,6 +186,13 @@ class RayExecutor:
                 self._ray.cancel(ref, force=True)
             except Exception as exc:  # already finished or already gone
                 log.debug("cancel %s: %s", ref, exc)
+
+    def prepare(self, artifact_root: Path) -> None:
+        """Every node must see the artifact root; a single node trivially does."""
+        if len(self.nodes) > 1:
+            check_shared_root(self._ray, self.nodes, artifact_root)
+        else:
+            artifact_root.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> dict[str, Any]:
         """Where work runs."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from pipelines.cli_cluster import jobs, schedule, submit
 from pipelines.cli_registry import echo_registered, registry, ui
 from pipelines.errors import FatalInputError
 
@@ -108,6 +109,7 @@ def plan(ctx: click.Context, spec_path: str) -> None:
 @click.option(
     "--tracking-uri", default=None, help="MLflow store [default: spec, $MLFLOW_TRACKING_URI, SQLite]."
 )
+@click.option("--tick-id", default=None, help="Scheduled tick this run is (gives a deterministic run id).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.pass_context
 def run(
@@ -119,6 +121,7 @@ def run(
     max_in_flight: int | None,
     registry_kind: str,
     tracking_uri: str | None,
+    tick_id: str | None,
     as_json: bool,
 ) -> None:
     """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
@@ -135,7 +138,9 @@ def run(
             reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
-            manifest = run_pipeline(spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight)
+            manifest = run_pipeline(
+                spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight, tick_id=tick_id
+            )
     except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
         _fatal(FatalInputError(f"{spec_path}: {exc}"), debug)
         return
@@ -237,6 +242,9 @@ def doctor() -> None:
 
 main.add_command(registry)
 main.add_command(ui)
+main.add_command(submit)
+main.add_command(jobs)
+main.add_command(schedule)
 
 if __name__ == "__main__":
     main()

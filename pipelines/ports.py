@@ -77,6 +77,10 @@ class Executor(Protocol):
         """Where work runs: kind, workers, resources."""
         ...
 
+    def prepare(self, artifact_root: Path) -> None:
+        """Check, before any work, that stages can run here (e.g. every node sees the artifact root)."""
+        ...
+
 
 class LocalExecutor:
     """In-process, serial: for debugging and unit tests. `submit` runs the stage immediately.
@@ -116,6 +120,9 @@ class LocalExecutor:
     def cancel(self, handles: list[int]) -> None:
         for h in handles:
             self._done.pop(h, None)
+
+    def prepare(self, artifact_root: Path) -> None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> dict[str, Any]:
         import os

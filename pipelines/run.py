@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,7 @@ def run(
     observer: Observer | None = None,
     max_in_flight: int | None = None,
     run_id: str | None = None,
+    tick_id: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest.
 
@@ -209,7 +212,10 @@ def run(
     # One task per worker: a freed worker then gets the best stage ready at that moment, rather
     # than whatever was queued in Ray earlier; the round trip is milliseconds against seconds.
     bound = max_in_flight or max(1, int(info.get("workers", 1)))
-    run_id = run_id or f"{spec.name}-{started.strftime('%Y%m%dT%H%M%SZ')}-{spec.digest()[:6]}"
+    # A scheduled tick always gets the same run id, so a repeated tick is the same run everywhere.
+    default_id = f"{spec.name}-{started.strftime('%Y%m%dT%H%M%SZ')}-{spec.digest()[:6]}"
+    run_id = run_id or (f"{spec.name}-{tick_id}" if tick_id else default_id)
+    executor.prepare(root)  # e.g. every node must see the artifact root
     records: dict[str, Record] = {}
     latency: dict[str, Record] = {}
     interrupted: Interrupted | None = None
@@ -243,6 +249,10 @@ def run(
         "selected": selected,
         "rejected": rejected,
         "registered": [],
+        "tick_id": tick_id,
+        # Where the computed stages ran (Ray node ids): how a multi-node run shows it used every node.
+        "stages_per_node": dict(Counter(str(r["ray_node"]) for r in records.values() if r.get("ray_node"))),
+        "submission_id": os.environ.get("SLIMLINE_SUBMISSION_ID"),  # set when submitted as a Ray job
         "base_model_digest": dir_digest(loaded["resolved"]) if loaded.get("resolved") else None,
     }
     write_json(root / run_id / "spec.json", spec.model_dump(mode="json"))  # what `registry push` reads

@@ -129,6 +129,15 @@ class ScheduleSpec(_Strict):
     cron: str
     missed: Literal["skip", "run-once"] = "skip"
 
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError("expected a 5-field cron expression such as '0 3 * * *'")
+        return value
+
 
 class Spec(_Strict):
     version: Literal[1]

@@ -222,6 +222,12 @@ class MlflowServer:
             self.proc.wait(timeout=30)
 
 
+@pytest.fixture(scope="session")
+def port_factory() -> Callable[[], int]:
+    """port_factory() -> a loopback port nothing listens on."""
+    return free_port
+
+
 @pytest.fixture()
 def unused_port() -> int:
     """A loopback port nothing listens on."""
