@@ -13,25 +13,9 @@ from typing import Any
 import click
 
 from pipelines.cli_cluster import jobs, schedule, submit
+from pipelines.cli_common import fail, spec_or_exit
 from pipelines.cli_registry import echo_registered, registry, ui
 from pipelines.errors import FatalInputError
-
-
-def _fatal(exc: Exception, debug: bool) -> None:
-    if debug:
-        raise exc
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(getattr(exc, "exit_code", 2))
-
-
-def _spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
-    """The validated spec, or exit 2 with its one-line error."""
-    from pipelines.spec import load_spec
-
-    try:
-        return load_spec(spec_path)
-    except FatalInputError as exc:
-        _fatal(exc, ctx.obj["debug"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +37,7 @@ def validate(ctx: click.Context, spec_path: str) -> None:
     """Validate SPEC: exit 0, or exit 2 with one line naming the file, field and expectation."""
     from pipelines.spec import variant_axes
 
-    p, q = variant_axes(_spec_or_exit(ctx, spec_path))
+    p, q = variant_axes(spec_or_exit(ctx, spec_path))
     click.echo(f"{spec_path}: valid ({len(p)} pruning x {len(q)} quantization settings)")
 
 
@@ -67,7 +51,7 @@ def plan(ctx: click.Context, spec_path: str) -> None:
 
     from pipelines.plan import build_plan
 
-    spec = _spec_or_exit(ctx, spec_path)
+    spec = spec_or_exit(ctx, spec_path)
     p = build_plan(spec, "dry-run")
     console = Console()
     nodes: dict[str | None, Any] = {
@@ -130,7 +114,7 @@ def run(
     from pipelines.run import run as run_pipeline
     from tasks.base import TaskError
 
-    spec = _spec_or_exit(ctx, spec_path)
+    spec = spec_or_exit(ctx, spec_path)
     debug = ctx.obj["debug"]
     reg = _registry(registry_kind, tracking_uri, spec)
     try:
@@ -142,10 +126,10 @@ def run(
                 spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight, tick_id=tick_id
             )
     except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
-        _fatal(FatalInputError(f"{spec_path}: {exc}"), debug)
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
         return
     except TaskError as exc:  # bad model source or data: still bad input, still one line
-        _fatal(FatalInputError(f"{spec_path}: {exc}"), debug)
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
         return
     except KeyboardInterrupt:
         click.echo(

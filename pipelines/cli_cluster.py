@@ -10,25 +10,10 @@ from typing import Any
 
 import click
 
+from pipelines.cli_common import fail, spec_or_exit
 from pipelines.errors import FatalInputError
 
 ADDRESS_HELP = "Ray dashboard address, e.g. http://HEAD:8265."
-
-
-def _fail(ctx: click.Context, exc: Exception) -> None:
-    if ctx.obj and ctx.obj.get("debug"):
-        raise exc
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(getattr(exc, "exit_code", 2))
-
-
-def _spec(ctx: click.Context, path: str) -> Any:
-    from pipelines.spec import load_spec
-
-    try:
-        return load_spec(path)
-    except FatalInputError as exc:
-        _fail(ctx, exc)
 
 
 def _jobs(ctx: click.Context, address: str) -> Any:
@@ -37,7 +22,7 @@ def _jobs(ctx: click.Context, address: str) -> Any:
     try:
         return Jobs(address)
     except FatalInputError as exc:
-        _fail(ctx, exc)
+        fail(ctx, exc)
 
 
 def submit_spec(
@@ -68,7 +53,7 @@ def submit(
     ctx: click.Context, spec_path: str, address: str, wait: bool, tick_id: str | None, with_project: bool
 ) -> None:
     """Submit SPEC to a Ray cluster as a job running `slimline run` (resubmitting a tick is a no-op)."""
-    spec = _spec(ctx, spec_path)
+    spec = spec_or_exit(ctx, spec_path)
     jobs = _jobs(ctx, address)
     job_id, new = submit_spec(jobs, Path(spec_path), spec, tick_id, with_project)
     click.echo(f"{'submitted' if new else 'already submitted'}: {job_id}")
@@ -126,7 +111,7 @@ def _guard(ctx: click.Context, fn: Any, job_id: str) -> Any:
     except FatalInputError:
         raise
     except Exception as exc:  # the Jobs API answers an unknown id with a plain RuntimeError
-        _fail(ctx, FatalInputError(f"job {job_id}: {exc}"))
+        fail(ctx, FatalInputError(f"job {job_id}: {exc}"))
 
 
 @click.command()
@@ -150,16 +135,16 @@ def schedule(
 
     from pipelines.schedule import Scheduler, check_cron, fire_times, tick_of
 
-    spec = _spec(ctx, spec_path)
+    spec = spec_or_exit(ctx, spec_path)
     if spec.schedule is None:
-        _fail(
+        fail(
             ctx, FatalInputError(f"{spec_path}: schedule: missing (expected schedule: {{cron: '0 3 * * *'}})")
         )
     cron = spec.schedule.cron
     try:
         check_cron(cron)
     except FatalInputError as exc:
-        _fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
     if next_n is not None:
         for at in fire_times(cron, dt.datetime.now(dt.UTC), next_n):
             click.echo(f"{at.isoformat()}  tick {tick_of(spec.digest(), at).id}")

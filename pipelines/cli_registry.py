@@ -11,16 +11,10 @@ from typing import Any
 
 import click
 
+from pipelines.cli_common import fail
 from pipelines.errors import FatalInputError
 
 URI_HELP = "MLflow tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///slimline.db]."
-
-
-def _fail(ctx: click.Context, exc: Exception) -> None:
-    if ctx.obj and ctx.obj.get("debug"):
-        raise exc
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(getattr(exc, "exit_code", 2))
 
 
 def _browser(ctx: click.Context, uri: str | None) -> Any:
@@ -32,7 +26,7 @@ def _browser(ctx: click.Context, uri: str | None) -> Any:
         check_reachable(resolved)
         return Browser(resolved)
     except FatalInputError as exc:
-        _fail(ctx, exc)
+        fail(ctx, exc)
 
 
 def _metric(value: float | None, key: str) -> str:
@@ -71,7 +65,7 @@ def _guarded(ctx: click.Context, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except FatalInputError as exc:
-        _fail(ctx, exc)
+        fail(ctx, exc)
 
 
 @registry.command()
@@ -159,7 +153,7 @@ def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
 
     folder = Path(run_dir)
     if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
-        _fail(ctx, FatalInputError(f"{run_dir}: expected a run folder with manifest.json and spec.json"))
+        fail(ctx, FatalInputError(f"{run_dir}: expected a run folder with manifest.json and spec.json"))
     spec = Spec.model_validate(read_json(folder / "spec.json"))
     reg = MlflowRegistry(resolve_uri(tracking_uri, spec.registry.tracking_uri))
     _guarded(ctx, reg.check)

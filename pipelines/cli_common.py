@@ -1,0 +1,28 @@
+"""What every `slimline` command shares: one-line fatal errors, and loading a spec or exiting 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from pipelines.errors import FatalInputError
+
+
+def fail(ctx: click.Context | None, exc: Exception) -> NoReturn:
+    """Print `error: <one line>` and exit with the error's code (2 for bad input); --debug re-raises."""
+    if ctx is not None and ctx.obj and ctx.obj.get("debug"):
+        raise exc
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(getattr(exc, "exit_code", 2))
+
+
+def spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
+    """The validated spec, or exit 2 with its one-line error."""
+    from pipelines.spec import load_spec
+
+    try:
+        return load_spec(spec_path)
+    except FatalInputError as exc:
+        fail(ctx, exc)
