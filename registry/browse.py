@@ -111,7 +111,7 @@ class Browser:
                 k[len(TAG) :]: v
                 for k, v in tags.items()
                 if k.startswith(TAG)
-                and k[len(TAG) :] not in ("pruning", "quantization", "label", "variant_id")
+                and k[len(TAG) :] not in ("pruning", "quantization", "label", "variant_id", "metrics")
             },
             "source": mv.source,
             "run_id": mv.run_id,
