@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 IMAGE = "ghcr.io/slimline/slimline:latest"  # built from cluster/Dockerfile
+SPEC_MOUNT = "/slimline-spec"
 
 
 def _container(name: str, image: str, resources: dict[str, Any]) -> dict[str, Any]:
@@ -82,15 +83,24 @@ def rayjob(name: str, spec_file: str, *, image: str = IMAGE, deadline_s: int = 6
     }
 
 
-def cronjob(name: str, cron: str, spec_file: str, *, image: str = IMAGE) -> list[dict[str, Any]]:
-    """The objects of a scheduled sweep: RBAC, the RayJob template, and the CronJob that creates it.
+def cronjob(name: str, cron: str, spec_text: str, *, image: str = IMAGE) -> list[dict[str, Any]]:
+    """The objects of a scheduled sweep: RBAC, the spec and RayJob template, and the CronJob.
 
-    Each tick creates a RayJob named after the CronJob's own pod (unique per tick); Forbid keeps
-    a tick from starting while the previous one's pod is still running.
+    Each tick creates a RayJob from the template (`generateName`, so unique per tick); Forbid keeps
+    a tick from starting while the previous one's pod still runs. The spec travels in the
+    ConfigMap and is mounted into the Ray head, where the job's entrypoint runs.
     """
-    template = rayjob(f"{name}-tick", spec_file, image=image)
+    template = rayjob(f"{name}-tick", f"{SPEC_MOUNT}/spec.yaml", image=image)
     del template["metadata"]["name"]
     template["metadata"]["generateName"] = f"{name}-"
+    head = template["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    head["containers"][0]["volumeMounts"].append({"name": "spec", "mountPath": SPEC_MOUNT})
+    head["volumes"].append(
+        {
+            "name": "spec",
+            "configMap": {"name": f"{name}-rayjob", "items": [{"key": "spec.yaml", "path": "spec.yaml"}]},
+        }
+    )
     role = f"{name}-rayjob-creator"
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": role}},
@@ -113,7 +123,7 @@ def cronjob(name: str, cron: str, spec_file: str, *, image: str = IMAGE) -> list
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": f"{name}-rayjob"},
-            "data": {"rayjob.yaml": yaml.safe_dump(template, sort_keys=False)},
+            "data": {"rayjob.yaml": yaml.safe_dump(template, sort_keys=False), "spec.yaml": spec_text},
         },
         {
             "apiVersion": "batch/v1",
@@ -149,3 +159,18 @@ def cronjob(name: str, cron: str, spec_file: str, *, image: str = IMAGE) -> list
             },
         },
     ]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the embedded spec and RayJob) as readable `|` blocks."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None),
+)
+
+
+def dump_all(docs: list[dict[str, Any]]) -> str:
+    """Several Kubernetes objects as one multi-document YAML."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False)

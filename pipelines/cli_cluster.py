@@ -183,7 +183,6 @@ def schedule(
 
 
 def _emit(kind: str, spec: Any, spec_path: Path, address: str | None) -> str:
-    import yaml
 
     workdir = Path.cwd().resolve()
     exe = str(Path(sys.executable).with_name("slimline"))
@@ -196,8 +195,6 @@ def _emit(kind: str, spec: Any, spec_path: Path, address: str | None) -> str:
 
         files = systemd(f"slimline-{spec.name}", spec.schedule.cron, spec_path, workdir, exe, address)
         return "".join(f"# --- {name}\n{text}\n" for name, text in files.items())
-    from cluster.kuberay import cronjob
+    from cluster.kuberay import cronjob, dump_all
 
-    return yaml.safe_dump_all(
-        cronjob(f"slimline-{spec.name}", spec.schedule.cron, str(spec_path)), sort_keys=False
-    )
+    return dump_all(cronjob(f"slimline-{spec.name}", spec.schedule.cron, spec_path.read_text()))

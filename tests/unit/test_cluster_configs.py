@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from cluster.kuberay import cronjob, ray_cluster_spec, rayjob
+from cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
 from pipelines.cli import main
 from pipelines.schedule_emit import crontab, on_calendar, systemd
 
@@ -81,7 +81,8 @@ def test_emitted_scheduler_configs(tmp_path) -> None:
     _cli_accepts(exec_start.split("=", 1)[1])
     assert on_calendar("30 2 1 * *") == "*-*-01 02:30:00 UTC"
 
-    docs = cronjob("slimline-x", "0 3 * * *", "spec.yaml")
+    spec_text = "version: 1\nname: x\nmodel: {source: m}\n"
+    docs = cronjob("slimline-x", "0 3 * * *", spec_text)
     cron = next(d for d in docs if d["kind"] == "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == "0 3 * * *"
     config = next(d for d in docs if d["kind"] == "ConfigMap")
@@ -89,9 +90,14 @@ def test_emitted_scheduler_configs(tmp_path) -> None:
     assert job["kind"] == "RayJob" and job["metadata"]["generateName"] == "slimline-x-"
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     _cli_accepts(job["spec"]["entrypoint"])
+    # The spec rides in the ConfigMap and is mounted where the entrypoint reads it.
+    assert config["data"]["spec.yaml"] == spec_text
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == "spec")
+    assert job["spec"]["entrypoint"].split()[-1] == f"{mount['mountPath']}/spec.yaml"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"][:2] == ["kubectl", "create"]
     role = next(d for d in docs if d["kind"] == "Role")
     assert role["rules"][0]["resources"] == ["rayjobs"] and "create" in role["rules"][0]["verbs"]
     # The whole emission is valid multi-document YAML.
-    assert len(list(yaml.safe_load_all(yaml.safe_dump_all(docs)))) == len(docs)
+    assert list(yaml.safe_load_all(dump_all(docs))) == docs

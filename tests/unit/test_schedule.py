@@ -132,3 +132,23 @@ def test_shared_root_check_names_the_blind_node(tmp_path) -> None:
     with pytest.raises(ArtifactRootNotShared, match=r"not visible from node\(s\) 10\.0\.0\.1, 10\.0\.0\.2"):
         check_shared_root(FakeRay(), nodes, tmp_path / "art")
     assert not (tmp_path / "art" / ".slimline-probe").exists()
+
+
+def test_schedule_cli_next_and_emit(tmp_path, slimline, tiny_spec) -> None:
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            tiny_spec(tmp_path / "m", "feature-extraction", tmp_path / "a", schedule={"cron": "0 3 * * *"})
+        )
+    )
+    nxt = slimline("schedule", str(spec), "--next", "3")
+    assert nxt.returncode == 0 and len(nxt.stdout.splitlines()) == 3
+    assert all(line.split()[0].endswith("T03:00:00+00:00") for line in nxt.stdout.splitlines())
+    k8s = slimline("schedule", str(spec), "--emit", "k8s")
+    docs = list(yaml.safe_load_all(k8s.stdout))
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config["data"]["spec.yaml"] == spec.read_text()
+    assert "OnCalendar=*-*-* 03:00:00 UTC" in slimline("schedule", str(spec), "--emit", "systemd").stdout
