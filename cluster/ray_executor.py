@@ -104,6 +104,7 @@ class RayExecutor:
         self._stage_fn = stage_fn or _default_stage_fn()
         self._timing = timing_node(self.nodes, gpus_per_task)
         self._kinds: dict[Any, str] = {}
+        self._cancelled: set[Any] = set()
         self._ctx: tuple[Any, Any] | None = None  # (context object, its object ref)
         self.warm_s = self._prestart() if warm else 0.0
 
@@ -116,7 +117,10 @@ class RayExecutor:
     def close(self) -> None:
         """Shut down Ray if this executor started it."""
         if self._owns and self._ray.is_initialized():
-            self._ray.shutdown()
+            try:
+                self._ray.shutdown()
+            except Exception as exc:  # shutting down after Ctrl-C must not hide the interrupt
+                log.warning("ray.shutdown: %s", exc)
         self._owns = False
 
     def _prestart(self) -> float:
@@ -167,6 +171,9 @@ class RayExecutor:
         try:
             return ref, self._ray.get(ref)
         except rex.TaskCancelledError:
+            if ref not in self._cancelled:
+                # Not cancelled by us: Ctrl-C reached Ray first (or `ray job stop`). Stop the run.
+                raise KeyboardInterrupt from None
             return ref, {"status": "failed", "reason": "interrupted", "kind": kind}
         except rex.RayTaskError as exc:  # raised inside the stage: deterministic, so not retried
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
@@ -182,6 +189,7 @@ class RayExecutor:
     def cancel(self, handles: list[Any]) -> None:
         """Cancel outstanding tasks; outputs are written atomically, so a killed stage leaves nothing."""
         for ref in handles:
+            self._cancelled.add(ref)
             try:
                 self._ray.cancel(ref, force=True)
             except Exception as exc:  # already finished or already gone

@@ -117,21 +117,25 @@ def run(
     spec = spec_or_exit(ctx, spec_path)
     debug = ctx.obj["debug"]
     reg = _registry(registry_kind, tracking_uri, spec)
+    interrupted = False
     try:
         if reg is not None:
             reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
-            manifest = run_pipeline(
-                spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight, tick_id=tick_id
-            )
+            try:
+                manifest = run_pipeline(
+                    spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight, tick_id=tick_id
+                )
+            except KeyboardInterrupt:
+                interrupted = True  # the manifest is written; leave the contexts, then exit 130
     except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
         fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
-        return
     except TaskError as exc:  # bad model source or data: still bad input, still one line
         fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
-        return
     except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
         click.echo(
             f"interrupted: finished stages stay cached under {spec.artifacts}; the manifest records the rest",
             err=True,

@@ -66,8 +66,8 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_resume_recomputes_nothing(spec_
         if "succeeded export" in line:
             proc.send_signal(signal.SIGINT)
             break
-    proc.communicate(timeout=300)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
     m = _manifest(spec_file)
     assert m["interrupted"] is True and m["status"] == "failed"
     assert any(v["reason"] == "interrupted" for v in m["variants"])
