@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pipelines.cli_common import fail, spec_or_exit
+from pipelines.cli_common import fail, guarded, spec_or_exit
 from pipelines.errors import FatalInputError
 
 ADDRESS_HELP = "Ray dashboard address, e.g. http://HEAD:8265."
@@ -83,7 +83,7 @@ def jobs_ls(ctx: click.Context, address: str) -> None:
 @click.pass_context
 def jobs_status(ctx: click.Context, job_id: str, address: str) -> None:
     """One job's status."""
-    click.echo(_guard(ctx, lambda: _jobs(ctx, address).status(job_id), job_id))
+    click.echo(guarded(ctx, lambda: _jobs(ctx, address).status(job_id), f"job {job_id}"))
 
 
 @jobs.command("logs")
@@ -92,7 +92,7 @@ def jobs_status(ctx: click.Context, job_id: str, address: str) -> None:
 @click.pass_context
 def jobs_logs(ctx: click.Context, job_id: str, address: str) -> None:
     """Everything a job has printed."""
-    click.echo(_guard(ctx, lambda: _jobs(ctx, address).logs(job_id), job_id), nl=False)
+    click.echo(guarded(ctx, lambda: _jobs(ctx, address).logs(job_id), f"job {job_id}"), nl=False)
 
 
 @jobs.command("stop")
@@ -101,17 +101,8 @@ def jobs_logs(ctx: click.Context, job_id: str, address: str) -> None:
 @click.pass_context
 def jobs_stop(ctx: click.Context, job_id: str, address: str) -> None:
     """Ask a job to stop."""
-    stopped = _guard(ctx, lambda: _jobs(ctx, address).stop(job_id), job_id)
+    stopped = guarded(ctx, lambda: _jobs(ctx, address).stop(job_id), f"job {job_id}")
     click.echo(f"{job_id}: {'stopping' if stopped else 'had already ended'}")
-
-
-def _guard(ctx: click.Context, fn: Any, job_id: str) -> Any:
-    try:
-        return fn()
-    except FatalInputError:
-        raise
-    except Exception as exc:  # the Jobs API answers an unknown id with a plain RuntimeError
-        fail(ctx, FatalInputError(f"job {job_id}: {exc}"))
 
 
 @click.command()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from pipelines.errors import FatalInputError
+
+T = TypeVar("T")
 
 
 def fail(ctx: click.Context | None, exc: Exception) -> NoReturn:
@@ -26,3 +29,19 @@ def spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
         return load_spec(spec_path)
     except FatalInputError as exc:
         fail(ctx, exc)
+
+
+def guarded(ctx: click.Context, fn: Callable[[], T], unexpected: str | None = None) -> T:
+    """`fn()`, with bad input turned into the one-line exit.
+
+    With `unexpected` (a prefix such as "job ID"), any other error also becomes a one-line exit 2:
+    for services that answer a bad argument with a plain RuntimeError, like the Ray Jobs API.
+    """
+    try:
+        return fn()
+    except FatalInputError as exc:
+        fail(ctx, exc)
+    except Exception as exc:
+        if unexpected is None:
+            raise
+        fail(ctx, FatalInputError(f"{unexpected}: {exc}"))

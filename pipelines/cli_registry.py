@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pipelines.cli_common import fail
+from pipelines.cli_common import fail, guarded
 from pipelines.errors import FatalInputError
 
 URI_HELP = "MLflow tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///slimline.db]."
@@ -61,13 +61,6 @@ def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def _guarded(ctx: click.Context, fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except FatalInputError as exc:
-        fail(ctx, exc)
-
-
 @registry.command()
 @click.argument("ref")
 @click.option("--tracking-uri", default=None, help=URI_HELP)
@@ -77,7 +70,7 @@ def show(ctx: click.Context, ref: str, tracking_uri: str | None, as_json: bool) 
     """Metrics, lineage, technique configs and the ONNX location of one version."""
     from registry.browse import Ref
 
-    info = _guarded(ctx, lambda: _browser(ctx, tracking_uri).show(Ref.parse(ref)))
+    info = guarded(ctx, lambda: _browser(ctx, tracking_uri).show(Ref.parse(ref)))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -103,7 +96,7 @@ def compare(ctx: click.Context, name: str, a: str, b: str, tracking_uri: str | N
     from rich.console import Console
     from rich.table import Table
 
-    got = _guarded(ctx, lambda: _browser(ctx, tracking_uri).compare(name, a, b))
+    got = guarded(ctx, lambda: _browser(ctx, tracking_uri).compare(name, a, b))
     (ka, ma), (kb, mb) = got.items()
     table = Table(title=f"{name}: {ka} vs {kb}")
     for col in ("metric", ka, kb, "ratio"):
@@ -123,7 +116,7 @@ def compare(ctx: click.Context, name: str, a: str, b: str, tracking_uri: str | N
 @click.pass_context
 def promote(ctx: click.Context, name: str, version: str, alias: str, tracking_uri: str | None) -> None:
     """Point ALIAS at NAME/VERSION by hand."""
-    _guarded(ctx, lambda: _browser(ctx, tracking_uri).promote(name, version.lstrip("v"), alias))
+    guarded(ctx, lambda: _browser(ctx, tracking_uri).promote(name, version.lstrip("v"), alias))
     click.echo(f"{name}@{alias} -> version {version.lstrip('v')}")
 
 
@@ -136,7 +129,7 @@ def pull(ctx: click.Context, ref: str, out_dir: str, tracking_uri: str | None) -
     """Download the ONNX model (with its tokenizer) of REF into a folder."""
     from registry.browse import Ref
 
-    path = _guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir)))
+    path = guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir)))
     click.echo(str(path))
 
 
@@ -156,7 +149,7 @@ def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
         fail(ctx, FatalInputError(f"{run_dir}: expected a run folder with manifest.json and spec.json"))
     spec = Spec.model_validate(read_json(folder / "spec.json"))
     reg = MlflowRegistry(resolve_uri(tracking_uri, spec.registry.tracking_uri))
-    _guarded(ctx, reg.check)
+    guarded(ctx, reg.check)
     manifest = reg.publish(read_json(folder / "manifest.json"), spec, folder)
     echo_registered(manifest)
 

@@ -68,8 +68,8 @@ def execute(
 ) -> dict[str, Record]:
     """Run every stage once its parent and needs are done; results are taken in completion order.
 
-    On Ctrl-C the outstanding tasks are cancelled and every unfinished stage is recorded as
-    interrupted in `records`, which the caller passes in so it keeps what did finish.
+    On Ctrl-C the outstanding tasks are cancelled, every unfinished stage is recorded as
+    interrupted, and Interrupted carries those records (with what did finish) to the caller.
     """
     obs = observer or NullObserver()
     records: dict[str, Record] = {}

@@ -177,20 +177,23 @@ def _time(fn: Callable[[], object], cfg: LatencyConfig) -> list[float]:
     return times
 
 
+def _onnx_call(
+    onnx_path: Path, cfg: LatencyConfig, texts: list[str], device: str, threads: int | None
+) -> Callable[[], object]:
+    """One inference of the graph on a real-text batch of exactly (batch_size, sequence_length)."""
+    meta = read_meta(onnx_path)
+    sess = session(onnx_path, device=device, threads=threads)
+    tok = load_tokenizer(str(Path(onnx_path).parent))
+    feed = encode(tok, texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
+    return functools.partial(sess.run, None, feed)
+
+
 def onnx_latency(
     onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None, device: str = "cpu"
 ) -> dict[str, Any]:
     """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
-    meta = read_meta(onnx_path)
-    sess = session(onnx_path, device=device, threads=cfg.threads or threads)
-    feed = encode(
-        load_tokenizer(str(Path(onnx_path).parent)),
-        texts,
-        cfg.batch_size,
-        cfg.sequence_length,
-        meta["inputs"],
-    )
-    return timing_stats(_time(lambda: sess.run(None, feed), cfg), cfg.batch_size)
+    call = _onnx_call(onnx_path, cfg, texts, device, cfg.threads or threads)
+    return timing_stats(_time(call, cfg), cfg.batch_size)
 
 
 def onnx_latency_many(
@@ -205,11 +208,7 @@ def onnx_latency_many(
     """
     runs: dict[str, Callable[[], object]] = {}
     for key, path in graphs.items():
-        meta = read_meta(path)
-        sess = session(path, device=device, threads=cfg.threads)
-        tok = load_tokenizer(str(Path(path).parent))
-        feed = encode(tok, texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
-        runs[key] = functools.partial(sess.run, None, feed)
+        runs[key] = _onnx_call(path, cfg, texts, device, cfg.threads)
         for _ in range(cfg.warmup):
             runs[key]()
     per_visit = -(-cfg.repeats // cfg.rounds)

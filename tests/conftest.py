@@ -104,10 +104,17 @@ def build_tiny(family: str, task: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _throwaway_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Runs that register go to a store of the session's own, never to ./slimline.db in the checkout."""
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'slimline.db'}"
+@pytest.fixture(autouse=True)
+def _throwaway_tracking_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that register go to a store of the test's own, never to ./slimline.db in the checkout.
+
+    Per test, not per session: a model name another test registered first would hold the
+    champion alias, and whether a new version beats it depends on noisy latencies.
+    """
+    store = tmp_path_factory.mktemp("mlflow") / "slimline.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +221,6 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
-        import os
         import signal
 
         if self.proc and self.proc.poll() is None:

@@ -55,7 +55,7 @@ def test_run_then_rerun_is_fully_cached(spec_file: Path, slimline) -> None:
 
     second = json.loads(slimline("run", str(spec_file), "--json", "--executor", "local").stdout)
     assert {v["status"] for v in second["variants"]} == {"cached", "skipped"}
-    # This time into the session's throwaway MLflow store ($MLFLOW_TRACKING_URI), alias and all.
+    # This time into the test's throwaway MLflow store ($MLFLOW_TRACKING_URI), alias and all.
     assert second["registered"] and second["registered"][0]["aliases"] == ["champion"]
 
 
