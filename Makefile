@@ -11,7 +11,7 @@ SOURCES := $(shell find pipelines tasks cluster registry -type f \( -name '*.py'
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean headline
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ install: $(PKG_STAMP)
 demo: $(PKG_STAMP)
 	$(VENV)/bin/slimline run pipelines/examples/minilm-cpu.yaml
 	$(VENV)/bin/slimline registry ls
+
+# The headline benchmark (issue 6): a distillation sweep, then MiniLM at batch 32 x 128 (~15 min fresh).
+headline: $(PKG_STAMP)
+	$(PY) benchmarks/headline.py
 
 # The MLflow UI test drives Debian's Chromium (playwright comes with the dev extra).
 $(CHROMIUM):

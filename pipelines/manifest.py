@@ -12,6 +12,8 @@ from tasks.base import Record
 
 OK = ("succeeded", "cached")
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
+# What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
+DISTILL_KEYS = ("loss_start", "loss_end", "loss_curve", "steps", "train_texts", "device", "train_seconds")
 
 
 def _version(pkg: str) -> str | None:
@@ -58,7 +60,7 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
         "label": v.label,
         "pruning": v.pruning,
         "quantization": v.quantization,
-        "distillation": None,
+        "distillation": {"config": v.distillation} if v.distillation else None,
         "status": v.status,
         "reason": v.reason,
         "metrics": {},
@@ -83,6 +85,9 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     if lat.get("status") not in (None, "succeeded"):
         status, row["reason"] = "failed", lat.get("reason")
     row.update(metrics=m, onnx=chain[-1]["path"], status=status)
+    kd = next((records[s] for s in v.stages if s.startswith("distill-")), None)
+    if kd is not None:
+        row["distillation"] = {"config": v.distillation, **{k: kd.get(k) for k in DISTILL_KEYS}}
     return row
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from pipelines.spec import Spec, variant_axes
 from tasks.export import ExportConfig
 from tasks.optimize import OptimizeConfig
+from tasks.prune import STRUCTURED
 from tasks.quantize import FP16Config, describe
 
 
@@ -47,6 +48,7 @@ def stage_id(
 
 # Rough relative cost of each stage kind (measured on MiniLM, 1 thread), for scheduling order only.
 STAGE_COST = {"load": 3.0, "prune": 1.0, "export": 8.0, "optimize": 2.0, "reference": 2.0, "quantize": 2.0}
+DISTILL_COST_PER_STEP = 0.5  # in the same units: one step of batch 16 on MiniLM
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Stage:
     """One unit of work: its kind, config, parent and the resources it asks for."""
 
     id: str
-    kind: str  # load | prune | export | optimize | quantize | evaluate
+    kind: str  # load | prune | distill | export | optimize | reference | quantize | evaluate
     config: dict[str, Any]
     parent: str | None
     label: str
@@ -71,6 +73,7 @@ class Variant:
     quantization: dict[str, Any] | None
     label: str
     stages: list[str]  # its chain of stage ids, load first
+    distillation: dict[str, Any] | None = None
     status: str = "planned"  # planned | skipped
     reason: str | None = None
 
@@ -101,7 +104,7 @@ class Plan:
         memo: dict[str, float] = {}
         for sid in reversed(list(self.stages)):  # dependents are always added after what they need
             tail = max((memo[d] for d in dependents[sid]), default=0.0)
-            memo[sid] = STAGE_COST.get(self.stages[sid].kind, 1.0) + tail
+            memo[sid] = _cost(self.stages[sid]) + tail
         return memo
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +113,12 @@ class Plan:
             "stages": [asdict(s) for s in self.stages.values()],
             "variants": [asdict(v) for v in self.variants],
         }
+
+
+def _cost(stage: Stage) -> float:
+    if stage.kind == "distill":
+        return DISTILL_COST_PER_STEP * float(stage.config["steps"])
+    return STAGE_COST.get(stage.kind, 1.0)
 
 
 def _label(cfg: Any, export: ExportConfig | None = None, default: ExportConfig | None = None) -> str:
@@ -121,8 +130,14 @@ def _label(cfg: Any, export: ExportConfig | None = None, default: ExportConfig |
     return label
 
 
-def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) -> Plan:
-    """Expand the spec's grid into stages and variants."""
+def build_plan(
+    spec: Spec, data_digest: str, *, gpus_available: bool = False, train_digest: str | None = None
+) -> Plan:
+    """Expand the spec's grid into stages and variants.
+
+    With distillation enabled, every structurally pruned model is distilled (from the loaded base
+    model, on the training text `train_digest` identifies) before it is exported.
+    """
     prunings, quants = variant_axes(spec)
     res = {"num_cpus": float(spec.resources.cpus_per_task), "num_gpus": float(spec.resources.gpus_per_task)}
     stages: dict[str, Stage] = {}
@@ -142,15 +157,23 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
     load_cfg = {"method": "load", "source": spec.model.source, "task": spec.model.task}
     load_id = add("load", load_cfg, None, "load base model")
     opt_cfg = OptimizeConfig().to_json()
+    kd = spec.variants.distillation.config() if spec.variants.distillation.enabled else None
     variants: list[Variant] = []
     baseline = ""
     reference = ""
     for i, (p, xcfg) in enumerate(prunings):  # prunings[0] is (None, spec.export): the baseline chain
         chain = [load_id]
         plabel = _label(p, xcfg, spec.export)
+        distilled = kd if isinstance(p, STRUCTURED) else None
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
             chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
+        if distilled is not None:
+            plabel += " +kd"
+            extra = {"train": train_digest, "max_length": spec.data.max_length}
+            chain.append(
+                add("distill", distilled.to_json(), chain[-1], f"distill {plabel}", extra, [load_id])
+            )
         chain.append(add("export", xcfg.to_json(), chain[-1], f"export {plabel}", {"data": data_digest}))
         chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {plabel}"))
         if i == 0:
@@ -163,6 +186,7 @@ def build_plan(spec: Spec, data_digest: str, *, gpus_available: bool = False) ->
             label = f"{plabel} × {_label(q)}"
             vid = "v-" + hashlib.sha256(f"{chain[-1]}|{_label(q)}".encode()).hexdigest()[:10]
             v = Variant(vid, p.to_json() if p else None, q.to_json() if q else None, label, vchain)
+            v.distillation = distilled.to_json() if distilled is not None else None
             if isinstance(q, FP16Config) and not (gpus_available and spec.resources.gpus_per_task > 0):
                 v.status, v.reason = (
                     "skipped",

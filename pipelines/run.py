@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -12,42 +10,22 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.data import RunData, prepare_data
+from pipelines.data import digest as data_digest
 from pipelines.manifest import environment, overall_status, variant_rows
 from pipelines.plan import Plan, Stage, build_plan, stage_id
 from pipelines.ports import Executor, NullObserver, Observer
 from pipelines.report import write_reports
 from pipelines.select import select
-from pipelines.spec import BuiltinData, FileData, Spec
+from pipelines.spec import Spec
 from pipelines.stages import Context, cached
 from tasks.base import Record, dir_digest, write_json
-from tasks.text import builtin_corpus, load_file
 
 log = logging.getLogger(__name__)
 OK_STAGE = ("succeeded", None)
 
 
-def prepare_data(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
-    """Eval texts (+labels) and a calibration slice disjoint from them."""
-    src = spec.data.eval
-    if isinstance(src, BuiltinData):
-        texts, labels = builtin_corpus(), None
-        n = src.samples
-    elif isinstance(src, FileData):
-        ex = load_file(src.path, src.text_field, src.label_field)
-        texts, labels, n = ex.texts, ex.labels, src.samples or len(ex.texts)
-    else:
-        from tasks.text import load_hub
-
-        ex = load_hub(src.hf, src.config, src.split, src.text_field, src.label_field)
-        texts, labels, n = ex.texts, ex.labels, src.samples or len(ex.texts)
-    n_cal = spec.data.calibration.samples
-    # Calibration comes from the end so that it stays disjoint from the eval head whenever possible.
-    n = min(n, max(1, len(texts) - n_cal))
-    calib = texts[n:][-n_cal:] or texts[:n_cal]
-    return texts[:n], (labels[:n] if labels else None), calib
-
-
-def preflight(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
+def preflight(spec: Spec) -> RunData:
     """Check the inputs a run needs before any work (or any cluster) starts; returns the data.
 
     A missing model or data file is bad input: TaskError here, exit 2 in the CLI.
@@ -56,11 +34,6 @@ def preflight(spec: Spec) -> tuple[list[str], list[int] | None, list[str]]:
 
     resolve_source(spec.model.source)
     return prepare_data(spec)
-
-
-def data_digest(*parts: Any) -> str:
-    """Hash of the texts and labels a run uses."""
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
 def execute(
@@ -170,15 +143,18 @@ def prepare(
     spec: Spec, stage_root: Path, *, gpus: int = 0, threads: int | None = None
 ) -> tuple[Plan, Context]:
     """The plan and the stage context of a spec: data read, ids computed, nothing run."""
-    eval_texts, labels, calib = preflight(spec)
-    digest = data_digest(eval_texts, labels, calib, spec.data.max_length)
-    plan = build_plan(spec, digest, gpus_available=gpus > 0)
+    data = preflight(spec)
+    train_digest = data_digest(data.train, spec.data.max_length) if data.train else None
+    plan = build_plan(
+        spec, data.digest(spec.data.max_length), gpus_available=gpus > 0, train_digest=train_digest
+    )
     ctx = Context(
         root=str(stage_root),
         task=spec.model.task,
-        eval_texts=eval_texts,
-        calibration=calib,
-        labels=labels,
+        eval_texts=data.eval_texts,
+        calibration=data.calibration,
+        labels=data.labels,
+        train_texts=data.train,
         max_length=spec.data.max_length,
         eval_batch=spec.evaluate.batch_size,
         threads=threads or spec.resources.cpus_per_task,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.errors import SpecError
 from tasks.catalog import PRUNING, QUANTIZATION, UnknownTechnique, make_config
+from tasks.distill import DistillConfig
 from tasks.evaluate import LatencyConfig
 from tasks.export import ExportConfig
 from tasks.load import Task
@@ -28,7 +29,9 @@ class ModelSpec(_Strict):
 
 
 class BuiltinData(_Strict):
-    builtin: Literal["corpus"] = "corpus"
+    # corpus: the human-written sentences fidelity is judged on; python-docs: prose paragraphs
+    # of the Python reference, offline text to distil on.
+    builtin: Literal["corpus", "python-docs"] = "corpus"
     samples: int = Field(default=256, ge=1)
 
 
@@ -55,14 +58,24 @@ class CalibrationSpec(_Strict):
 class DataSpec(_Strict):
     eval: BuiltinData | FileData | HubData = BuiltinData()
     calibration: CalibrationSpec = CalibrationSpec()
+    train: BuiltinData | FileData | HubData | None = None  # distillation text; never eval text
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
 class DistillationSpec(_Strict):
+    """Distil every structurally pruned variant from the base model (see tasks.distill)."""
+
     enabled: bool = False
     steps: int = Field(default=200, ge=1)
     lr: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=16, ge=1)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    temperature: float = Field(default=2.0, gt=0)
+    seed: int = 0
+
+    def config(self) -> DistillConfig:
+        """The technique config of the distill stage."""
+        return DistillConfig.model_validate(self.model_dump(exclude={"enabled"}))
 
 
 Entry = str | dict[str, Any]

@@ -11,13 +11,13 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks import evaluate, export, load, optimize, prune, quantize
+from tasks import distill, evaluate, export, load, optimize, prune, quantize
 from tasks.base import Record, SkipVariant, TaskError, read_json, write_json
 from tasks.catalog import PRUNING, QUANTIZATION, make_config
 from tasks.runtime import quiet_libraries, set_torch_threads
@@ -34,6 +34,7 @@ class Context:
     eval_texts: list[str]
     calibration: list[str]
     labels: list[int] | None = None
+    train_texts: list[str] = field(default_factory=list)  # distillation text, disjoint from eval_texts
     max_length: int = 128
     eval_batch: int = 16
     threads: int = 1
@@ -105,6 +106,17 @@ def _dispatch(
             task=ctx.task,
             calibration=ctx.calibration,  # type: ignore[arg-type]
             max_length=ctx.max_length,
+        )
+    if kind == "distill":
+        return distill.apply(
+            distill.DistillConfig.model_validate(cfg),
+            src,
+            Path(inputs[stage["needs"][0]]["path"]),  # the teacher: the loaded base model
+            out,
+            task=ctx.task,
+            texts=ctx.train_texts,
+            max_length=ctx.max_length,
+            device=ctx.device,
         )
     if kind == "export":
         return export.apply(

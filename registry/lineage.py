@@ -46,7 +46,10 @@ def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str
         f"{TAG}base_model_digest": str(manifest.get("base_model_digest")),
         f"{TAG}pruning": json.dumps(row["pruning"]),
         f"{TAG}quantization": json.dumps(row["quantization"]),
-        f"{TAG}distillation": json.dumps(row.get("distillation")),
+        # The curve itself is a metric of the variant's run; the tag keeps what made the model.
+        f"{TAG}distillation": json.dumps(
+            {k: v for k, v in (row.get("distillation") or {}).items() if k != "loss_curve"} or None
+        ),
         f"{TAG}fidelity": f"{m.get('fidelity', float('nan')):.6f}",
         f"{TAG}speedup": f"{m.get('speedup_vs_baseline', float('nan')):.4f}",
         f"{TAG}versions": json.dumps(

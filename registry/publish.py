@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,24 @@ class MlflowRegistry:
             self.client.log_param(rid, k, v)
         for k, v in _numeric(row["metrics"]).items():
             self.client.log_metric(rid, k, v)
+        self._log_distillation(rid, row.get("distillation"))
         self.client.set_terminated(rid, "FINISHED" if row["status"] in ("succeeded", "cached") else "FAILED")
         return rid
+
+    def _log_distillation(self, rid: str, kd: dict[str, Any] | None) -> None:
+        """Distillation settings as params, its loss curve as the metric `distill_loss` by step."""
+        if not kd:
+            return
+        from mlflow.entities import Metric
+
+        for k, v in _flat("distillation", kd.get("config")).items():
+            self.client.log_param(rid, k, v)
+        now = int(time.time() * 1000)
+        curve = [
+            Metric("distill_loss", float(loss), now, int(step)) for step, loss in kd.get("loss_curve") or []
+        ]
+        if curve:
+            self.client.log_batch(rid, metrics=curve)
 
     def _model(self, exp_id: str, child: str, row: dict[str, Any]) -> str | None:
         """The logged model of a variant: reused when any earlier run logged the same variant."""

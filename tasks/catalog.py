@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.base import StepConfig, TaskError
+from tasks.distill import DistillConfig
 from tasks.export import ExportConfig
 from tasks.load import LoadConfig
 from tasks.optimize import OptimizeConfig
 from tasks.profile import ProfileConfig
-from tasks.prune import FFNConfig, HeadsConfig, MagnitudeConfig
+from tasks.prune import FFNConfig, HeadsConfig, MagnitudeConfig, StructuredConfig
 from tasks.quantize import DynamicInt8Config, FP16Config, Int4Config, StaticInt8Config
 
 PRUNING: dict[str, type[StepConfig]] = {
     "magnitude": MagnitudeConfig,
     "heads": HeadsConfig,
     "ffn": FFNConfig,
+    "structured": StructuredConfig,
 }
 QUANTIZATION: dict[str, type[StepConfig]] = {
     "dynamic-int8": DynamicInt8Config,
@@ -28,6 +30,7 @@ CATALOG: dict[str, type[StepConfig]] = {
     "export": ExportConfig,
     "optimize": OptimizeConfig,
     "profile": ProfileConfig,
+    "distill": DistillConfig,
     **PRUNING,
     **QUANTIZATION,
 }

@@ -67,7 +67,25 @@ class FFNConfig(StepConfig):
     importance: Importance = "weight"
 
 
-PruneConfig = MagnitudeConfig | HeadsConfig | FFNConfig
+class StructuredConfig(StepConfig):
+    """Heads and FFN channels together: the two structured cuts in one pruned model."""
+
+    method: Literal["structured"] = "structured"
+    heads: float = Field(gt=0.0, lt=1.0)
+    ffn: float = Field(gt=0.0, lt=1.0)
+    importance: Importance = "weight"
+
+    def parts(self) -> tuple[HeadsConfig, FFNConfig]:
+        """The heads cut and the FFN cut this config stands for."""
+        return (
+            HeadsConfig(amount=self.heads, importance=self.importance),
+            FFNConfig(amount=self.ffn, importance=self.importance),
+        )
+
+
+PruneConfig = MagnitudeConfig | HeadsConfig | FFNConfig | StructuredConfig
+# Configs that change the shapes of the weights: what distillation is for.
+STRUCTURED = (HeadsConfig, FFNConfig, StructuredConfig)
 
 
 # ---------------------------------------------------------------- unstructured
@@ -297,10 +315,12 @@ def apply(
     if isinstance(cfg, MagnitudeConfig):
         rec["sparsity_target"] = cfg.target_sparsity
         rec["sparsity"] = prune_magnitude(model, cfg)
-    elif isinstance(cfg, HeadsConfig):
-        rec.update(prune_heads(model, cfg, batches))
     else:
-        rec.update({k: v for k, v in prune_ffn(model, cfg, batches).items() if k != "channels_removed"})
+        heads, ffn = cfg.parts() if isinstance(cfg, StructuredConfig) else (cfg, cfg)
+        if isinstance(heads, HeadsConfig):
+            rec.update(prune_heads(model, heads, batches))
+        if isinstance(ffn, FFNConfig):
+            rec.update({k: v for k, v in prune_ffn(model, ffn, batches).items() if k != "channels_removed"})
     params_after, nonzero = count_params(model)
     with atomic_dir(Path(out_dir)) as tmp:
         save_pretrained(model, tok, tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -78,3 +79,27 @@ def load_hub(name: str, config: str | None, split: str, text_field: str, label_f
     except Exception as exc:
         raise TaskError(f"data.eval.hf {name!r}: cannot load ({str(exc).splitlines()[0]})") from exc
     return _examples(list(ds), f"hf:{name}", text_field, label_field)
+
+
+def python_docs(min_chars: int = 40) -> list[str]:
+    """English prose sentences from the Python reference shipped with every interpreter.
+
+    Several thousand human-written sentences, offline and deterministic: unlabeled text to
+    distil on without touching the corpus that fidelity is measured on. Code samples, prompts,
+    bullets and headings are dropped; paragraphs are split into sentences so that lengths look
+    like the sentences models are judged on, not like whole paragraphs.
+    """
+    from pydoc_data.topics import topics
+
+    out = []
+    for key in sorted(topics):
+        for block in topics[key].split("\n\n"):
+            lines = block.splitlines()
+            if not lines or lines[0].startswith(("   ", ">>>", "*", "=", "-")):
+                continue
+            para = " ".join(line.strip() for line in lines)
+            for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z])", para):
+                sent = sent.strip()
+                if len(sent) >= min_chars and sum(c.isalpha() or c == " " for c in sent) > 0.8 * len(sent):
+                    out.append(sent)
+    return out

@@ -91,14 +91,17 @@ def tiny_config(family: str):
     raise ValueError(family)
 
 
-def build_tiny(family: str, task: str, out: Path, seed: int = 0) -> Path:
+def build_tiny(family: str, task: str, out: Path, seed: int = 0, init_range: float | None = None) -> Path:
     """Save a random tiny model with the MiniLM tokenizer to `out`."""
     from transformers import AutoTokenizer
 
     from tasks.load import auto_class
 
     torch.manual_seed(seed)
-    model = auto_class(task).from_config(tiny_config(family), attn_implementation="eager")
+    config = tiny_config(family)
+    if init_range is not None:
+        config.initializer_range = init_range
+    model = auto_class(task).from_config(config, attn_implementation="eager")
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(out)
     return out
@@ -119,14 +122,19 @@ def _throwaway_tracking_store(
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """tiny_model(family, task=None) -> a saved model folder (built once per session)."""
-    cache: dict[tuple[str, str], Path] = {}
+    """tiny_model(family, task=None, init_range=None) -> a saved model folder (built once per session).
 
-    def make(family: str, task: str | None = None) -> Path:
+    At the default init (0.02) a random tiny model is close to the identity of its embeddings, so
+    pruning barely changes it; init_range=0.2 makes every layer matter (what distillation needs).
+    """
+    cache: dict[tuple[str, str, float | None], Path] = {}
+
+    def make(family: str, task: str | None = None, init_range: float | None = None) -> Path:
         task = task or TASK_OF[family]
-        key = (family, task)
+        key = (family, task, init_range)
         if key not in cache:
-            cache[key] = build_tiny(family, task, tmp_path_factory.mktemp(f"{family}-{task}"))
+            out = tmp_path_factory.mktemp(f"{family}-{task}")
+            cache[key] = build_tiny(family, task, out, init_range=init_range)
         return cache[key]
 
     return make

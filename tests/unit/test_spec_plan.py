@@ -62,6 +62,13 @@ BAD = [
     (_with("data.eval", {"builtin": "wikipedia"}), "data.eval"),
     (_with("name", "bad name!"), "name: String should match pattern"),
     (_with("evaluate.latency", {"repeats": 1}), "evaluate.latency.repeats"),
+    (_with("variants.distillation", {"enabled": True, "steps": 0}), "variants.distillation.steps"),
+    (_with("variants.distillation", {"enabled": True, "epochs": 3}), "distillation.epochs: unknown key"),
+    (_with("data.train", {"builtin": "novels"}), "data.train"),
+    (
+        _with("variants.pruning", [{"method": "structured", "heads": 0.5}]),
+        "variants.pruning[0].ffn: Field required",
+    ),
     ("version: 1\nname: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
 ]
@@ -118,3 +125,61 @@ def test_fp16_without_gpus_is_skipped_with_a_reason(tmp_path) -> None:
     plan = build_plan(spec, "d")
     skipped = [v for v in plan.variants if v.status == "skipped"]
     assert len(skipped) == 3 and all("GPU" in (v.reason or "") for v in skipped)
+
+
+def test_distillation_follows_structured_prunings_only(tmp_path) -> None:
+    pruning = ["none", {"method": "magnitude", "sparsity": 0.5}, {"method": "ffn", "amount": 0.5}]
+    pruning.append({"method": "structured", "heads": 0.25, "ffn": [0.25, 0.5]})
+    data = _with("variants.pruning", pruning)
+    data["variants"]["distillation"] = {"enabled": True, "steps": 50}
+    plan = build_plan(load_spec(_write(tmp_path, data)), "d", train_digest="t")
+    load_id = next(s.id for s in plan.stages.values() if s.kind == "load")
+    distills = [s for s in plan.stages.values() if s.kind == "distill"]
+    assert len(distills) == 3  # ffn 0.5 and structured x2; never magnitude or the baseline
+    assert all(plan.stages[s.parent].kind == "prune" and s.needs == [load_id] for s in distills)
+    assert all(s.config["steps"] == 50 for s in distills)
+    for v in plan.variants:
+        kinds = [plan.stages[s].kind for s in v.stages]
+        distilled = v.pruning is not None and v.pruning["method"] in ("ffn", "structured")
+        assert ("distill" in kinds) is distilled and (v.distillation is not None) is distilled
+        assert ("+kd" in v.label) is distilled
+        if distilled:
+            assert kinds.index("distill") == kinds.index("prune") + 1 == kinds.index("export") - 1
+    # Other training text or settings give other distill (and downstream) stages; pruning is shared.
+    other = build_plan(load_spec(_write(tmp_path, data)), "d", train_digest="u")
+    assert not {s.id for s in distills} & set(other.stages)
+    assert {s for s in plan.stages if s.startswith("prune")} == {
+        s for s in other.stages if s.startswith("prune")
+    }
+    # Long distillations are started first: they hold the longest chains.
+    prio = plan.priorities()
+    assert max(prio, key=prio.__getitem__) == load_id
+    assert min(prio[s.id] for s in distills) > max(prio[s] for s in plan.stages if s.startswith("export"))
+
+
+def test_training_text_never_includes_eval_text(tmp_path) -> None:
+    import json
+
+    from pipelines.data import prepare_data
+    from pipelines.spec import Spec
+    from tasks.base import TaskError
+    from tasks.text import builtin_corpus
+
+    corpus = builtin_corpus()
+    kd = {**GOOD["variants"], "distillation": {"enabled": True}}
+    spec = Spec.model_validate({**GOOD, "variants": kd, "data": {"eval": {"samples": 100}}})
+    data = prepare_data(spec)
+    assert data.eval_texts == corpus[:100] and data.train == corpus[100:]
+    # A training file that repeats some eval sentences loses exactly those.
+    f = tmp_path / "train.jsonl"
+    f.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in [*corpus[:5], "A new sentence to learn from."])
+    )
+    spec = Spec.model_validate(
+        {**GOOD, "variants": kd, "data": {"eval": {"samples": 100}, "train": {"path": str(f)}}}
+    )
+    assert prepare_data(spec).train == ["A new sentence to learn from."]
+    assert prepare_data(Spec.model_validate({**GOOD, "data": {"eval": {"samples": 100}}})).train == []
+    f.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:5]))
+    with pytest.raises(TaskError, match=r"data\.train"):
+        prepare_data(spec)

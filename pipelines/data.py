@@ -1,0 +1,75 @@
+"""The texts of one run: eval (+labels), calibration, and distillation training text."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.spec import BuiltinData, FileData, HubData, Spec
+from tasks.base import TaskError
+from tasks.text import Examples, builtin_corpus, load_file, python_docs
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a run reads as text, fixed before any stage starts."""
+
+    eval_texts: list[str]
+    labels: list[int] | None
+    calibration: list[str]
+    train: list[str] = field(default_factory=list)  # empty unless distillation is enabled
+
+    def digest(self, max_length: int) -> str:
+        """Hash of what the eval, quantize and prune stages read (training text has its own)."""
+        return digest(self.eval_texts, self.labels, self.calibration, max_length)
+
+
+def digest(*parts: Any) -> str:
+    """Hash of texts, labels and settings."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def _read(src: BuiltinData | FileData | HubData) -> tuple[Examples, int]:
+    """The source's examples and how many of them to use."""
+    if isinstance(src, BuiltinData):
+        texts = builtin_corpus() if src.builtin == "corpus" else python_docs()
+        return Examples(texts), src.samples
+    if isinstance(src, FileData):
+        ex = load_file(src.path, src.text_field, src.label_field)
+    else:
+        from tasks.text import load_hub
+
+        ex = load_hub(src.hf, src.config, src.split, src.text_field, src.label_field)
+    return ex, src.samples or len(ex.texts)
+
+
+def prepare_data(spec: Spec) -> RunData:
+    """Eval texts (+labels), a calibration slice disjoint from them, and training text if needed.
+
+    Training text never includes an eval text: fidelity is measured on text distillation never
+    saw. Without `data.train` it is the eval source beyond the eval slice.
+    """
+    ex, n = _read(spec.data.eval)
+    texts, labels = ex.texts, ex.labels
+    n_cal = spec.data.calibration.samples
+    # Calibration comes from the end so that it stays disjoint from the eval head whenever possible.
+    n = min(n, max(1, len(texts) - n_cal))
+    calib = texts[n:][-n_cal:] or texts[:n_cal]
+    eval_texts = texts[:n]
+    train: list[str] = []
+    if spec.variants.distillation.enabled:
+        if spec.data.train is not None:
+            tex, n_train = _read(spec.data.train)
+            pool = tex.texts[:n_train]
+        else:
+            pool = texts[n:]
+        held_out = set(eval_texts)
+        train = [t for t in pool if t not in held_out]
+        if not train:
+            raise TaskError(
+                "data.train: distillation needs training text that is not eval text; "
+                "give data.train (e.g. {builtin: python-docs}) or a larger data.eval source"
+            )
+    return RunData(eval_texts, labels[:n] if labels else None, calib, train)
