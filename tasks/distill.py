@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from tasks.runtime import cuda_usable
 class DistillConfig(StepConfig):
     """How to distil: steps, optimiser and schedule, seed."""
 
-    method: str = "distill"
+    method: Literal["distill"] = "distill"
     steps: int = Field(default=200, ge=1)
     lr: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=16, ge=1)

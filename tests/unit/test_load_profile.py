@@ -109,7 +109,12 @@ def test_count_params_counts_tied_weights_once(tiny_model) -> None:
 @pytest.mark.parametrize("name", sorted(catalog.CATALOG))
 def test_every_config_round_trips_through_json(name: str) -> None:
     cls = catalog.CATALOG[name]
-    examples = {"load": {"source": "x"}, "heads": {"amount": 0.5}, "ffn": {"amount": 0.25}}
+    examples = {
+        "load": {"source": "x"},
+        "heads": {"amount": 0.5},
+        "ffn": {"amount": 0.25},
+        "structured": {"heads": 0.5, "ffn": 0.25},
+    }
     cfg = cls.model_validate({"method": name, **examples.get(name, {})})
     again = catalog.make_config(json.loads(json.dumps(cfg.to_json())))
     assert again == cfg and again.digest() == cfg.digest()
