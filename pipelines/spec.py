@@ -29,7 +29,7 @@ class ModelSpec(_Strict):
 
 
 class BuiltinData(_Strict):
-    # corpus: the human-written sentences fidelity is judged on; python-docs: prose paragraphs
+    # corpus: the human-written sentences fidelity is judged on; python-docs: prose sentences
     # of the Python reference, offline text to distil on.
     builtin: Literal["corpus", "python-docs"] = "corpus"
     samples: int = Field(default=256, ge=1)
