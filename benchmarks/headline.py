@@ -26,23 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cluster.ray_executor import RayExecutor
 from pipelines.plan import Plan
 from pipelines.run import prepare, run
 from pipelines.spec import Spec
-from pipelines.stages import cached
+from pipelines.stages import Context, cached
 from tasks import evaluate
-from tasks.export import onnx_size_bytes
+from tasks.export import encode, input_names, onnx_size_bytes
 from tasks.load import load_pretrained, load_tokenizer, resolve_source
 from tasks.profile import block_flops
-from tasks.runtime import session
 from tasks.text import builtin_corpus
 
 BATCH, SEQ, THREADS = 32, 128, 2
@@ -99,9 +96,8 @@ def peak_gflops(threads: int) -> tuple[float, str]:
     return peak, how
 
 
-def _variant_dirs(plan: Plan, root: Path, spec: Spec) -> dict[str, dict[str, Any]]:
+def _variant_dirs(plan: Plan, ctx: Context) -> dict[str, dict[str, Any]]:
     """For each variant: its ONNX graph and the PyTorch model folder it was exported from."""
-    _, ctx = prepare(spec, root / "stages")
     out = {}
     for v in plan.variants:
         recs = [cached(ctx, s) for s in v.stages]
@@ -111,21 +107,6 @@ def _variant_dirs(plan: Plan, root: Path, spec: Spec) -> dict[str, dict[str, Any
         # The graph is what the evaluate stage judged; the model folder is what was exported.
         out[v.id] = {"onnx": Path(recs[-2]["path"]), "model": Path(recs[export_at - 1]["path"])}
     return out
-
-
-def time_rows(calls: dict[str, Any], rounds: int, reps: int = 2) -> dict[str, float]:
-    """Median seconds per batch of each callable, over interleaved, rotating rounds."""
-    for fn in calls.values():
-        fn()  # warm-up: first-call allocations and lazy initialisation
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    names = list(calls)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            for _ in range(reps):
-                t = time.perf_counter()
-                calls[name]()
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def choose_best(candidates: list[str], validation: dict[str, float], secs: dict[str, float]) -> str:
@@ -162,12 +143,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     ap.add_argument("--artifacts", default="artifacts/headline", help="sweep artifact root (cached)")
     args = ap.parse_args()
+    rounds = args.rounds
 
     spec = Spec.model_validate(sweep_spec(args.steps, args.artifacts))
     with RayExecutor(num_cpus=THREADS) as ex:
         manifest = run(spec, ex, threads=1)
-    plan, _ = prepare(spec, Path(spec.artifacts).resolve() / "stages")
-    dirs = _variant_dirs(plan, Path(spec.artifacts).resolve(), spec)
+    plan, ctx = prepare(spec, Path(spec.artifacts).resolve() / "stages")
+    dirs = _variant_dirs(plan, ctx)
     corpus = builtin_corpus()
     held_out = corpus[HELD_OUT]
     assert not set(held_out) & set(corpus[VALIDATION]) and not set(held_out) & set(corpus[195:])
@@ -179,14 +161,11 @@ def main() -> None:
 
     pt = AutoModel.from_pretrained(src).eval()  # as users run it: default (SDPA) attention
     ref = evaluate.torch_outputs(pt, tok, "feature-extraction", held_out, max_length=SEQ)
-    enc = tok(
-        [held_out[i % len(held_out)] for i in range(BATCH)],
-        padding="max_length",
-        truncation=True,
-        max_length=SEQ,
-        return_tensors="pt",
+    timing = evaluate.LatencyConfig(
+        batch_size=BATCH, sequence_length=SEQ, warmup=1, repeats=2 * rounds, rounds=rounds, threads=THREADS
     )
-    torch_feed = dict(enc)
+    feed = encode(tok, held_out, BATCH, SEQ, input_names(pt, tok))
+    torch_feed = {k: torch.from_numpy(v) for k, v in feed.items()}
 
     def pt_call() -> None:
         with torch.inference_mode():
@@ -203,13 +182,11 @@ def main() -> None:
     fids: dict[str, float] = {"PyTorch fp32": 1.0}
     for label, v in graphs.items():
         path = dirs[v["id"]]["onnx"]
-        sess = session(path, threads=THREADS)
-        feed = {i.name: enc[i.name].numpy().astype(np.int64) for i in sess.get_inputs()}
-        calls[label] = (lambda s, f: lambda: s.run(None, f))(sess, feed)
+        calls[label] = evaluate.onnx_call(path, timing, held_out, threads=THREADS)
         fids[label] = evaluate.fidelity(
             ref, evaluate.onnx_outputs(path, held_out, max_length=SEQ, threads=THREADS)
         )
-    secs = time_rows(calls, args.rounds)
+    secs = {n: statistics.median(ts) for n, ts in evaluate.interleaved_times(calls, timing).items()}
     peak, how = peak_gflops(THREADS)
 
     def flops_of(label: str) -> float:

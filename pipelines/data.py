@@ -25,6 +25,10 @@ class RunData:
         """Hash of what the eval, quantize and prune stages read (training text has its own)."""
         return digest(self.eval_texts, self.labels, self.calibration, max_length)
 
+    def train_digest(self, max_length: int) -> str | None:
+        """Hash of the distillation text, or None when there is none."""
+        return digest(self.train, max_length) if self.train else None
+
 
 def digest(*parts: Any) -> str:
     """Hash of texts, labels and settings."""

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.data import RunData, prepare_data
-from pipelines.data import digest as data_digest
 from pipelines.manifest import environment, overall_status, variant_rows
 from pipelines.plan import Plan, Stage, build_plan, stage_id
 from pipelines.ports import Executor, NullObserver, Observer
@@ -144,10 +143,8 @@ def prepare(
 ) -> tuple[Plan, Context]:
     """The plan and the stage context of a spec: data read, ids computed, nothing run."""
     data = preflight(spec)
-    train_digest = data_digest(data.train, spec.data.max_length) if data.train else None
-    plan = build_plan(
-        spec, data.digest(spec.data.max_length), gpus_available=gpus > 0, train_digest=train_digest
-    )
+    n = spec.data.max_length
+    plan = build_plan(spec, data.digest(n), gpus_available=gpus > 0, train_digest=data.train_digest(n))
     ctx = Context(
         root=str(stage_root),
         task=spec.model.task,

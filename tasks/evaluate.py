@@ -177,8 +177,40 @@ def _time(fn: Callable[[], object], cfg: LatencyConfig) -> list[float]:
     return times
 
 
-def _onnx_call(
-    onnx_path: Path, cfg: LatencyConfig, texts: list[str], device: str, threads: int | None
+def onnx_latency(
+    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
+    call = onnx_call(onnx_path, cfg, texts, device=device, threads=cfg.threads or threads)
+    return timing_stats(_time(call, cfg), cfg.batch_size)
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], cfg: LatencyConfig) -> dict[str, list[float]]:
+    """Seconds per call of several callables measured side by side.
+
+    Every callable is warmed up first; then `cfg.rounds` rounds visit them in turn (rotating
+    the order), each visit timing its share of `cfg.repeats` after one unrecorded run. A slow
+    spell on a noisy machine therefore lands on every callable rather than on one of them, which
+    is what ratios to a baseline need.
+    """
+    for call in calls.values():
+        for _ in range(cfg.warmup):
+            call()
+    per_visit = -(-cfg.repeats // cfg.rounds)
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    keys = list(calls)
+    for r in range(cfg.rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            calls[key]()  # back in cache after the others ran
+            for _ in range(per_visit):
+                start = time.perf_counter()
+                calls[key]()
+                samples[key].append(time.perf_counter() - start)
+    return samples
+
+
+def onnx_call(
+    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, device: str = "cpu", threads: int | None = None
 ) -> Callable[[], object]:
     """One inference of the graph on a real-text batch of exactly (batch_size, sequence_length)."""
     meta = read_meta(onnx_path)
@@ -188,40 +220,12 @@ def _onnx_call(
     return functools.partial(sess.run, None, feed)
 
 
-def onnx_latency(
-    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None, device: str = "cpu"
-) -> dict[str, Any]:
-    """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
-    call = _onnx_call(onnx_path, cfg, texts, device, cfg.threads or threads)
-    return timing_stats(_time(call, cfg), cfg.batch_size)
-
-
 def onnx_latency_many(
     graphs: dict[str, Path], cfg: LatencyConfig, texts: list[str], *, device: str = "cpu"
 ) -> dict[str, dict[str, Any]]:
-    """Latency of several graphs measured side by side, on the same input batch.
-
-    Every graph is warmed up first; then `cfg.rounds` rounds visit the graphs in turn (rotating
-    the order), each visit timing its share of `cfg.repeats` after one unrecorded run. A slow
-    spell on a noisy machine therefore lands on every graph rather than on one of them, which
-    is what ratios to the baseline need.
-    """
-    runs: dict[str, Callable[[], object]] = {}
-    for key, path in graphs.items():
-        runs[key] = _onnx_call(path, cfg, texts, device, cfg.threads)
-        for _ in range(cfg.warmup):
-            runs[key]()
-    per_visit = -(-cfg.repeats // cfg.rounds)
-    samples: dict[str, list[float]] = {k: [] for k in runs}
-    keys = list(runs)
-    for r in range(cfg.rounds):
-        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            runs[key]()  # back in cache after the other graphs ran
-            for _ in range(per_visit):
-                start = time.perf_counter()
-                runs[key]()
-                samples[key].append(time.perf_counter() - start)
-    return {k: timing_stats(v, cfg.batch_size) for k, v in samples.items()}
+    """Latency of several graphs measured side by side, on the same input batch (see interleaved_times)."""
+    calls = {k: onnx_call(p, cfg, texts, device=device, threads=cfg.threads) for k, p in graphs.items()}
+    return {k: timing_stats(v, cfg.batch_size) for k, v in interleaved_times(calls, cfg).items()}
 
 
 def torch_latency(
