@@ -7,11 +7,11 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 PKG_STAMP := $(VENV)/.pkg-installed
-SOURCES := $(shell find pipelines tasks cluster registry -type f \( -name '*.py' -o -name '*.txt' -o -name '*.yaml' \) 2>/dev/null)
+SOURCES := $(shell find slimline pipelines tasks cluster registry -type f \( -name '*.py' -o -name '*.txt' -o -name '*.yaml' \) 2>/dev/null)
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint install clean headline
+.PHONY: demo test test-fast lint install clean headline
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ $(DEPS_STAMP): pyproject.toml | $(PY)
 
 # We test the installed package, not the source tree: reinstall (without deps) when sources change.
 $(PKG_STAMP): $(DEPS_STAMP) $(SOURCES)
+	rm -rf build  # a stale build/lib would put files of older layouts into the wheel
 	$(PY) -m pip install -q --no-deps --force-reinstall .
 	touch $@
 
@@ -46,8 +47,13 @@ $(CHROMIUM):
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
 
+# Every tier: unit, integration (real Ray and MLflow) and e2e (the CLI and the browser).
 test: $(PKG_STAMP) lint $(CHROMIUM)
 	$(VENV)/bin/pytest
+
+# The inner loop: the unit tier only (no Ray, no MLflow server, no subprocess sweeps), under 2 minutes.
+test-fast: $(PKG_STAMP)
+	$(VENV)/bin/pytest tests/unit -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) artifacts build *.egg-info test-artifacts

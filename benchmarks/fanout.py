@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.ray_executor import RayExecutor
-from pipelines.ports import Executor, LocalExecutor
-from pipelines.run import execute, prepare
-from pipelines.spec import Spec
+from slimline.cluster.ray_executor import RayExecutor
+from slimline.pipelines.local import LocalExecutor
+from slimline.pipelines.ports import Executor
+from slimline.pipelines.run import execute, prepare
+from slimline.pipelines.spec import Spec
 
 SPEC = {
     "version": 1,
@@ -63,7 +64,7 @@ def sweep(spec: Spec, executor: Executor, workdir: Path) -> dict[str, Any]:
     """Run the DAG once from an empty artifact root; wall time and the stages' own times."""
     plan, ctx = prepare(spec, workdir / "stages", threads=1)
     t0, w0 = time.perf_counter(), time.time()
-    records = execute(plan, ctx, executor, max_in_flight=2 * int(executor.describe()["workers"]))
+    records = execute(plan, ctx, executor, max_in_flight=2 * int(executor.describe().workers))
     wall, w1 = time.perf_counter() - t0, time.time()
     failed = [r.get("reason") for r in records.values() if r.get("status") != "succeeded"]
     if failed:
@@ -99,7 +100,7 @@ def main() -> None:
                 print(f"repeat {i + 1}: serial {serial[-1]['wall_s']:.1f}s, ray {ray[-1]['wall_s']:.1f}s")
     finally:
         ray_ex.close()
-    workers = int(ray_ex.describe()["workers"])
+    workers = int(ray_ex.describe().workers)
     speedups = [s["wall_s"] / r["wall_s"] for s, r in zip(serial, ray, strict=True)]
     out = {
         "serial_s": statistics.median(s["wall_s"] for s in serial),

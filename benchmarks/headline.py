@@ -30,17 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from cluster.ray_executor import RayExecutor
-from pipelines.plan import Plan
-from pipelines.run import prepare, run
-from pipelines.spec import Spec
-from pipelines.stages import Context, cached
-from tasks import evaluate
-from tasks.export import encode, input_names, onnx_size_bytes
-from tasks.load import load_pretrained, load_tokenizer, resolve_source
-from tasks.profile import block_flops
-from tasks.text import builtin_corpus
+from slimline.cluster.ray_executor import RayExecutor
+from slimline.pipelines.plan import Plan
+from slimline.pipelines.run import prepare, run
+from slimline.pipelines.spec import Spec
+from slimline.pipelines.stages import Context, cached
+from slimline.tasks import evaluate
+from slimline.tasks.graph import onnx_size_bytes
+from slimline.tasks.inputs import encode, input_names
+from slimline.tasks.load import load_pretrained, load_tokenizer, resolve_source
+from slimline.tasks.profile import block_flops
+from slimline.tasks.text import builtin_corpus
 
 BATCH, SEQ, THREADS = 32, 128, 2
 VALIDATION, HELD_OUT = slice(0, 130), slice(130, 195)

@@ -16,23 +16,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.resources import InfeasibleResources, NodeInfo, alive_nodes, check_feasible, slots, timing_node
-from cluster.storage import check_shared_root
-from pipelines.errors import FatalInputError
-from tasks.base import Record
+from ..pipelines.errors import FatalInputError
+from ..pipelines.ports import ExecutorInfo
+from ..pipelines.records import failed
+from ..tasks.base import Record
+from .resources import InfeasibleResources, NodeInfo, alive_nodes, check_feasible, slots, timing_node
+from .storage import check_shared_root
 
 log = logging.getLogger(__name__)
 
 
 def _default_stage_fn() -> Callable[..., Record]:
-    from pipelines.stages import run_stage
+    from ..pipelines.stages import run_stage
 
     return run_stage
 
 
 # A stage's first use of these modules costs seconds of imports: warm workers pay it up front.
 WARM_MODULES = (
-    "pipelines.stages",
+    "slimline.pipelines.stages",
     "transformers.models.bert.modeling_bert",
     "onnxruntime.quantization",
     "onnxruntime.transformers.optimizer",
@@ -145,9 +147,11 @@ class RayExecutor:
         self, stage: dict[str, Any], inputs: dict[str, Record], ctx: Any, *, exclusive: bool = False
     ) -> Any:
         """Start a stage as a Ray task; `exclusive` takes every CPU of the timing node."""
+        # The stage's own resources (the plan's), else the executor's default task shape.
+        res = stage.get("resources") or {}
         opts: dict[str, Any] = {
-            "num_cpus": self.cpus_per_task,
-            "num_gpus": self.gpus_per_task,
+            "num_cpus": res.get("num_cpus", self.cpus_per_task),
+            "num_gpus": res.get("num_gpus", self.gpus_per_task),
             "max_retries": self.max_retries,
             "retry_exceptions": False,  # only system failures are retried
             "name": f"slimline:{stage['kind']}",
@@ -174,17 +178,13 @@ class RayExecutor:
             if ref not in self._cancelled:
                 # Not cancelled by us: Ctrl-C reached Ray first (or `ray job stop`). Stop the run.
                 raise KeyboardInterrupt from None
-            return ref, {"status": "failed", "reason": "interrupted", "kind": kind}
+            return ref, failed(kind, "interrupted")
         except rex.RayTaskError as exc:  # raised inside the stage: deterministic, so not retried
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            return ref, {
-                "status": "failed",
-                "reason": f"{kind}: {type(cause).__name__}: {cause}",
-                "kind": kind,
-            }
+            return ref, failed(kind, f"{kind}: {type(cause).__name__}: {cause}")
         except rex.RayError as exc:  # dead worker, lost node, OOM kill: retried by Ray, then given up
             reason = f"{kind}: system failure after {self.max_retries} retries: {type(exc).__name__}"
-            return ref, {"status": "failed", "reason": reason, "kind": kind}
+            return ref, failed(kind, reason)
 
     def cancel(self, handles: list[Any]) -> None:
         """Cancel outstanding tasks; outputs are written atomically, so a killed stage leaves nothing."""
@@ -202,20 +202,20 @@ class RayExecutor:
         else:
             artifact_root.mkdir(parents=True, exist_ok=True)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ExecutorInfo:
         """Where work runs."""
-        return {
-            "kind": "ray",
-            "address": self.address,
-            "nodes": len(self.nodes),
-            "workers": self.workers,
-            "cpus": sum(n.cpus for n in self.nodes),
-            "gpus": sum(n.gpus for n in self.nodes),
-            "cpus_per_task": self.cpus_per_task,
-            "gpus_per_task": self.gpus_per_task,
-            "timing_node": self._timing.address,
-            "timing_cpus": int(self._timing.cpus),
-        }
+        return ExecutorInfo(
+            kind="ray",
+            address=self.address,
+            nodes=len(self.nodes),
+            workers=self.workers,
+            cpus=sum(n.cpus for n in self.nodes),
+            gpus=sum(n.gpus for n in self.nodes),
+            cpus_per_task=self.cpus_per_task,
+            gpus_per_task=self.gpus_per_task,
+            timing_node=self._timing.address,
+            timing_cpus=int(self._timing.cpus),
+        )
 
 
 __all__ = ["InfeasibleResources", "RayExecutor"]

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cluster.resources import NodeInfo
-from pipelines.errors import FatalInputError
+from ..pipelines.errors import FatalInputError
+from .resources import NodeInfo
 
 
 class ArtifactRootNotShared(FatalInputError):

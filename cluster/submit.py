@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import FatalInputError
+from ..pipelines.errors import FatalInputError
 
 # Never upload these with the working directory: models, artifacts, stores, environments.
 EXCLUDES = [
@@ -62,7 +62,7 @@ def entrypoint(spec_rel: str, tick: str | None, *, with_project: bool, extra: li
     When the project travels with the job (the image lacks slimline), the CLI runs as a module
     from the uploaded working directory, which Ray also puts on every worker's import path.
     """
-    cli = ["python", "-m", "pipelines.cli"] if with_project else ["slimline"]
+    cli = ["python", "-m", "slimline"] if with_project else ["slimline"]
     return shlex.join([*cli, "run", spec_rel, *(["--tick-id", tick] if tick else []), *(extra or [])])
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from pipelines.cli_cluster import jobs, schedule, submit
-from pipelines.cli_common import fail, spec_or_exit
-from pipelines.cli_registry import echo_registered, registry, ui
-from pipelines.errors import FatalInputError
+from .cli_cluster import jobs, schedule, submit
+from .cli_common import fail, spec_or_exit
+from .cli_registry import echo_registered, registry, ui
+from .errors import FatalInputError
+from .ports import Registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +36,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.pass_context
 def validate(ctx: click.Context, spec_path: str) -> None:
     """Validate SPEC: exit 0, or exit 2 with one line naming the file, field and expectation."""
-    from pipelines.spec import variant_axes
+    from .spec import variant_axes
 
     p, q = variant_axes(spec_or_exit(ctx, spec_path))
     click.echo(f"{spec_path}: valid ({len(p)} pruning x {len(q)} quantization settings)")
@@ -49,7 +50,8 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     from rich.console import Console
     from rich.tree import Tree
 
-    from pipelines.plan import build_plan
+    from .plan import build_plan
+    from .records import Status
 
     spec = spec_or_exit(ctx, spec_path)
     p = build_plan(spec, "dry-run")
@@ -62,7 +64,7 @@ def plan(ctx: click.Context, spec_path: str) -> None:
         nodes[st.id] = nodes[st.parent].add(f"{st.kind}: {st.label} [dim]({st.id}; {res})[/]")
     console.print(nodes[None])
     for v in p.variants:
-        if v.status == "skipped":
+        if v.status == Status.SKIPPED:
             console.print(f"[yellow]skipped[/] {v.label}: {v.reason}")
 
 
@@ -88,7 +90,7 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     type=click.Choice(["mlflow", "none"]),
     default="mlflow",
     show_default=True,
-    help="Register the selection in MLflow, or not at all.",
+    help="Register the selection in MLflow, or only in memory (nothing kept).",
 )
 @click.option(
     "--tracking-uri", default=None, help="MLflow store [default: spec, $MLFLOW_TRACKING_URI, SQLite]."
@@ -109,18 +111,19 @@ def run(
     as_json: bool,
 ) -> None:
     """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
-    from pipelines.progress import SweepProgress
-    from pipelines.run import preflight
-    from pipelines.run import run as run_pipeline
-    from tasks.base import TaskError
+    from ..tasks.base import TaskError
+    from .progress import SweepProgress
+    from .publish import publish
+    from .records import RunStatus
+    from .run import preflight
+    from .run import run as run_pipeline
 
     spec = spec_or_exit(ctx, spec_path)
     debug = ctx.obj["debug"]
     reg = _registry(registry_kind, tracking_uri, spec)
     interrupted = False
     try:
-        if reg is not None:
-            reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
+        reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
             try:
@@ -142,10 +145,10 @@ def run(
         )
         sys.exit(130)
     run_dir = Path(spec.artifacts) / manifest["run_id"]
-    code = 1 if manifest["status"] == "failed" else 0
-    if reg is not None and code == 0:
+    code = 1 if manifest["status"] == RunStatus.FAILED else 0
+    if code == 0:
         try:
-            manifest = reg.publish(manifest, spec, run_dir)
+            manifest = publish(reg, manifest, spec, run_dir)
         except Exception as exc:  # the server went away mid-run: the manifest keeps everything
             if debug:
                 raise
@@ -164,12 +167,14 @@ def run(
     sys.exit(code)
 
 
-def _registry(kind: str, flag: str | None, spec: Any) -> Any:
-    """The composition root's other choice: where results are registered (None: nowhere)."""
+def _registry(kind: str, flag: str | None, spec: Any) -> Registry:
+    """The composition root's other choice: where results are registered (none: in memory only)."""
     if kind == "none":
-        return None
-    from registry.publish import MlflowRegistry
-    from registry.store import resolve_uri
+        from ..registry.memory import InMemoryRegistry
+
+        return InMemoryRegistry()
+    from ..registry.adapter import MlflowRegistry
+    from ..registry.store import resolve_uri
 
     return MlflowRegistry(resolve_uri(flag, spec.registry.tracking_uri))
 
@@ -178,11 +183,11 @@ def _registry(kind: str, flag: str | None, spec: Any) -> Any:
 def _executor(kind: str, address: str | None, spec: Any, debug: bool) -> Iterator[Any]:
     """The composition root's one choice: which executor runs the stages."""
     if kind == "local":
-        from pipelines.ports import LocalExecutor
+        from .local import LocalExecutor
 
         yield LocalExecutor(reraise=debug)
         return
-    from cluster.ray_executor import RayExecutor
+    from ..cluster.ray_executor import RayExecutor
 
     with RayExecutor(
         address=address,
@@ -197,7 +202,7 @@ def _print_table(manifest: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines.report import table_rows
+    from .report import table_rows
 
     rows = table_rows(manifest)
     table = Table(title=f"{manifest['run_id']} ({manifest['status']})")
@@ -212,20 +217,47 @@ def _print_table(manifest: dict[str, Any]) -> None:
 @main.command()
 def doctor() -> None:
     """Show the versions and ONNX Runtime providers slimline would use here."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import onnxruntime as ort
 
-    from tasks.runtime import cuda_usable
+    from ..tasks.base import package_version
+    from ..tasks.runtime import cuda_usable
 
     for pkg in ("torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime", "ray", "mlflow"):
-        try:
-            click.echo(f"{pkg:<16} {version(pkg)}")
-        except PackageNotFoundError:
-            continue
+        if (v := package_version(pkg)) is not None:
+            click.echo(f"{pkg:<16} {v}")
     click.echo(f"{'python':<16} {sys.version.split()[0]}")
     click.echo(f"{'providers':<16} {', '.join(ort.get_available_providers())}")
     click.echo(f"{'cuda usable':<16} {cuda_usable()}")
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (the README's technique table).")
+def techniques(markdown: bool) -> None:
+    """The technique catalog: every pruning, distillation and quantization method and its settings."""
+    from ..tasks.catalog import techniques as catalog
+
+    rows = [["stage", "name", "what it does", "settings (defaults)", "needs"]]
+    for name, t in catalog().items():
+        fields = t.config.model_fields
+        settings = ", ".join(
+            f"`{k}`" + ("" if f.is_required() else f"={f.default!r}")
+            for k, f in fields.items()
+            if k != "method"
+        )
+        needs = "a GPU" if t.config.needs_gpu else ""
+        rows.append([t.config.stage, f"`{name}`", t.doc, settings, needs])
+    if markdown:
+        click.echo("\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * 5, *rows[1:]]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="techniques")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows[1:]:
+        table.add_row(*(c.replace("`", "") for c in r))
+    Console().print(table)
 
 
 main.add_command(registry)

@@ -8,7 +8,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from pipelines.errors import FatalInputError
+from .errors import FatalInputError
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ def fail(ctx: click.Context | None, exc: Exception) -> NoReturn:
 
 def spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
     """The validated spec, or exit 2 with its one-line error."""
-    from pipelines.spec import load_spec
+    from .spec import load_spec
 
     try:
         return load_spec(spec_path)

@@ -11,15 +11,15 @@ from typing import Any
 
 import click
 
-from pipelines.cli_common import fail, guarded
-from pipelines.errors import FatalInputError
+from .cli_common import fail, guarded
+from .errors import FatalInputError
 
 URI_HELP = "MLflow tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///slimline.db]."
 
 
 def _browser(ctx: click.Context, uri: str | None) -> Any:
-    from registry.browse import Browser
-    from registry.store import check_reachable, resolve_uri
+    from ..registry.browse import Browser
+    from ..registry.store import check_reachable, resolve_uri
 
     resolved = resolve_uri(uri)
     try:
@@ -48,7 +48,7 @@ def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from registry.browse import KEY_METRICS
+    from ..registry.browse import KEY_METRICS
 
     rows = _browser(ctx, tracking_uri).ls()
     table = Table(title=f"registered models ({len(rows)})")
@@ -68,7 +68,7 @@ def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
 @click.pass_context
 def show(ctx: click.Context, ref: str, tracking_uri: str | None, as_json: bool) -> None:
     """Metrics, lineage, technique configs and the ONNX location of one version."""
-    from registry.browse import Ref
+    from ..registry.browse import Ref
 
     info = guarded(ctx, lambda: _browser(ctx, tracking_uri).show(Ref.parse(ref)))
     if as_json:
@@ -127,7 +127,7 @@ def promote(ctx: click.Context, name: str, version: str, alias: str, tracking_ur
 @click.pass_context
 def pull(ctx: click.Context, ref: str, out_dir: str, tracking_uri: str | None) -> None:
     """Download the ONNX model (with its tokenizer) of REF into a folder."""
-    from registry.browse import Ref
+    from ..registry.browse import Ref
 
     path = guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir)))
     click.echo(str(path))
@@ -139,10 +139,11 @@ def pull(ctx: click.Context, ref: str, out_dir: str, tracking_uri: str | None) -
 @click.pass_context
 def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
     """Register a finished run from its folder (after the tracking server was away)."""
-    from pipelines.spec import Spec
-    from registry.publish import MlflowRegistry
-    from registry.store import resolve_uri
-    from tasks.base import read_json
+    from ..registry.adapter import MlflowRegistry
+    from ..registry.store import resolve_uri
+    from ..tasks.base import read_json
+    from .publish import publish
+    from .spec import Spec
 
     folder = Path(run_dir)
     if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
@@ -150,14 +151,16 @@ def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
     spec = Spec.model_validate(read_json(folder / "spec.json"))
     reg = MlflowRegistry(resolve_uri(tracking_uri, spec.registry.tracking_uri))
     guarded(ctx, reg.check)
-    manifest = reg.publish(read_json(folder / "manifest.json"), spec, folder)
+    manifest = publish(reg, read_json(folder / "manifest.json"), spec, folder)
     echo_registered(manifest)
 
 
 def echo_registered(manifest: dict[str, Any]) -> None:
+    """What a run registered, where, and what the champion gate decided."""
+    store = f" in {manifest['registry']}" if manifest.get("registry") else ""
     for r in manifest.get("registered", []):
         aliases = f" [{', '.join(r['aliases'])}]" if r.get("aliases") else ""
-        click.echo(f"registered {r['name']} version {r['version']}{aliases} ({r['variant']})")
+        click.echo(f"registered {r['name']} version {r['version']}{aliases} ({r['variant']}){store}")
     gate = manifest.get("gate")
     if gate:
         click.echo(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
@@ -169,7 +172,7 @@ def echo_registered(manifest: dict[str, Any]) -> None:
 @click.pass_context
 def ui(ctx: click.Context, tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the configured store."""
-    from registry.store import artifact_root, resolve_uri
+    from ..registry.store import artifact_root, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):

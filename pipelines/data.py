@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.spec import BuiltinData, FileData, HubData, Spec
-from tasks.base import TaskError
-from tasks.text import Examples, builtin_corpus, load_file, python_docs
+from ..tasks.base import TaskError
+from ..tasks.text import Examples, builtin_corpus, load_file, python_docs
+from .spec import BuiltinData, FileData, HubData, Spec
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _read(src: BuiltinData | FileData | HubData) -> tuple[Examples, int]:
     if isinstance(src, FileData):
         ex = load_file(src.path, src.text_field, src.label_field)
     else:
-        from tasks.text import load_hub
+        from ..tasks.text import load_hub
 
         ex = load_hub(src.hf, src.config, src.split, src.text_field, src.label_field)
     return ex, src.samples or len(ex.texts)

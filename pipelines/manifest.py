@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import platform
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.plan import Plan, library_versions
-from tasks.base import Record
+from ..tasks.base import Record, package_version
+from .plan import Plan, library_versions
+from .ports import ExecutorInfo
+from .records import DONE, RunStatus, Status, failed, succeeded
 
-OK = ("succeeded", "cached")
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
 # What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
 DISTILL_KEYS = ("loss_start", "loss_end", "loss_curve", "steps", "train_texts", "device", "train_seconds")
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return None
 
 
 def cpu_flags() -> str:
@@ -33,9 +27,9 @@ def cpu_flags() -> str:
     return " ".join(f for f in line.split() if f in wanted)
 
 
-def environment(executor_info: dict[str, Any]) -> dict[str, Any]:
+def environment(executor_info: ExecutorInfo) -> dict[str, Any]:
     """The manifest's environment block."""
-    from tasks.runtime import cuda_usable, providers_for
+    from ..tasks.runtime import cuda_usable, providers_for
 
     versions = library_versions()
     return {
@@ -43,14 +37,14 @@ def environment(executor_info: dict[str, Any]) -> dict[str, Any]:
         "torch": versions.get("torch"),
         "transformers": versions.get("transformers"),
         "onnxruntime": versions.get("onnxruntime-gpu") or versions.get("onnxruntime"),
-        "ray": _version("ray"),
-        "mlflow": _version("mlflow"),
+        "ray": package_version("ray"),
+        "mlflow": package_version("mlflow"),
         "slimline": versions.get("slimline"),
         "cpu_flags": cpu_flags(),
         # What slimline runs with here, not everything the installed ORT build lists.
         "providers": providers_for("cuda" if cuda_usable() else "cpu"),
-        "gpus": max(int(cuda_usable()), int(executor_info.get("gpus", 0))),
-        "executor": executor_info,
+        "gpus": max(int(cuda_usable()), int(executor_info.gpus)),
+        "executor": asdict(executor_info),
     }
 
 
@@ -66,10 +60,10 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
         "metrics": {},
         "onnx": None,
     }
-    if v.status == "skipped":
+    if v.status == Status.SKIPPED:
         return row
-    chain = [records.get(s, {"status": "failed", "reason": "not run"}) for s in v.stages]
-    bad = next((r for r in chain if r.get("status") not in ("succeeded", None)), None)
+    chain = [records.get(s) or failed("stage", "not run") for s in v.stages]
+    bad = next((r for r in chain if not succeeded(r)), None)
     if bad is not None:
         row.update(status=bad["status"], reason=bad.get("reason"))
         return row
@@ -81,9 +75,9 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     if "latency_p50_ms" in lat and "latency_p50_ms" in base_lat:
         m["speedup_vs_baseline"] = base_lat["latency_p50_ms"] / lat["latency_p50_ms"]
     # Latency is timed afresh in every run, so "cached" speaks of the compute stages only.
-    status = "cached" if all(r.get("cached") for r in chain) else "succeeded"
-    if lat.get("status") not in (None, "succeeded"):
-        status, row["reason"] = "failed", lat.get("reason")
+    status = Status.CACHED if all(r.get("cached") for r in chain) else Status.SUCCEEDED
+    if lat and not succeeded(lat):
+        status, row["reason"] = Status.FAILED, lat.get("reason")
     row.update(metrics=m, onnx=chain[-1]["path"], status=status)
     kd = next((records[s] for s in v.stages if s.startswith("distill-")), None)
     if kd is not None:
@@ -99,7 +93,11 @@ def variant_rows(plan: Plan, records: dict[str, Record], latency: dict[str, Reco
 def overall_status(rows: list[dict[str, Any]], baseline: str) -> str:
     """succeeded: everything ran; partial: some variants failed; failed: no baseline or no variant."""
     base = next(r for r in rows if r["id"] == baseline)
-    ok = [r for r in rows if r["status"] in OK and r["id"] != baseline]
-    if base["status"] not in OK or not ok:
-        return "failed"
-    return "succeeded" if all(r["status"] in (*OK, "skipped") for r in rows) else "partial"
+    ok = [r for r in rows if r["status"] in DONE and r["id"] != baseline]
+    if base["status"] not in DONE or not ok:
+        return RunStatus.FAILED
+    return (
+        RunStatus.SUCCEEDED
+        if all(r["status"] in (*DONE, Status.SKIPPED) for r in rows)
+        else RunStatus.PARTIAL
+    )

@@ -11,25 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pipelines.spec import Spec, variant_axes
-from tasks.export import ExportConfig
-from tasks.optimize import OptimizeConfig
-from tasks.prune import STRUCTURED
-from tasks.quantize import FP16Config, describe
+from ..tasks.base import TechniqueConfig, package_version
+from ..tasks.export import ExportConfig
+from ..tasks.optimize import OptimizeConfig
+from .records import Status
+from .spec import Spec, variant_axes
+
+# The libraries whose changes change artifacts: their versions join every stage id.
+ARTIFACT_LIBRARIES = ("slimline", "torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime")
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose changes change artifacts."""
-    out = {}
-    for pkg in ("slimline", "torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
+    """Versions of the libraries whose changes change artifacts (those installed)."""
+    return {pkg: v for pkg in ARTIFACT_LIBRARIES if (v := package_version(pkg)) is not None}
 
 
 def stage_id(
@@ -74,7 +70,7 @@ class Variant:
     label: str
     stages: list[str]  # its chain of stage ids, load first
     distillation: dict[str, Any] | None = None
-    status: str = "planned"  # planned | skipped
+    status: Status = Status.PLANNED  # planned | skipped
     reason: str | None = None
 
 
@@ -121,13 +117,28 @@ def _cost(stage: Stage) -> float:
     return STAGE_COST.get(stage.kind, 1.0)
 
 
-def _label(cfg: Any, export: ExportConfig | None = None, default: ExportConfig | None = None) -> str:
-    label = "none" if cfg is None else describe(cfg)
+def _label(
+    cfg: TechniqueConfig | None, export: ExportConfig | None = None, default: ExportConfig | None = None
+) -> str:
+    label = "none" if cfg is None else cfg.label()
     if export is not None and export != default:
         base = default.model_dump() if default is not None else {}
         changed = {k: v for k, v in export.model_dump().items() if base.get(k) != v}
         label += " +export(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
     return label
+
+
+def _cannot_run(spec: Spec, techniques: list[TechniqueConfig | None], gpus_available: bool) -> str | None:
+    """Why this combination cannot run here (read from the techniques' capabilities), or None."""
+    gpu_task = gpus_available and spec.resources.gpus_per_task > 0
+    for t in techniques:
+        if t is None:
+            continue
+        if t.needs_gpu and not gpu_task:
+            return t.needs_gpu
+        if spec.model.task not in t.tasks:
+            return f"{t.method} does not support {spec.model.task} models"
+    return None
 
 
 def build_plan(
@@ -164,7 +175,7 @@ def build_plan(
     for i, (p, xcfg) in enumerate(prunings):  # prunings[0] is (None, spec.export): the baseline chain
         chain = [load_id]
         plabel = _label(p, xcfg, spec.export)
-        distilled = kd if isinstance(p, STRUCTURED) else None
+        distilled = kd if p is not None and p.changes_shapes else None
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
             chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
@@ -187,11 +198,9 @@ def build_plan(
             vid = "v-" + hashlib.sha256(f"{chain[-1]}|{_label(q)}".encode()).hexdigest()[:10]
             v = Variant(vid, p.to_json() if p else None, q.to_json() if q else None, label, vchain)
             v.distillation = distilled.to_json() if distilled is not None else None
-            if isinstance(q, FP16Config) and not (gpus_available and spec.resources.gpus_per_task > 0):
-                v.status, v.reason = (
-                    "skipped",
-                    "fp16 needs a GPU task (resources.gpus_per_task > 0 on a cluster with GPUs)",
-                )
+            why = _cannot_run(spec, [p, q], gpus_available)
+            if why:
+                v.status, v.reason = Status.SKIPPED, why
             else:
                 if q is not None:
                     vchain.append(add("quantize", q.to_json(), chain[-1], label, {"data": data_digest}))

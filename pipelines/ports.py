@@ -1,14 +1,20 @@
-"""The ports: protocols the adapters in cluster/ and registry/ implement."""
+"""The ports: the protocols the adapters in cluster/ and registry/ implement, and their data.
+
+`pipelines` owns every policy (selection, the champion gate, the manifest); an adapter only
+says where stages run (Executor) or stores what it is told (Registry).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tasks.base import Record
+from ..tasks.base import Record
 
 if TYPE_CHECKING:
-    from pipelines.plan import Plan, Stage
+    from .plan import Plan, Stage
+    from .spec import Spec
 
 
 class Observer(Protocol):
@@ -27,22 +33,6 @@ class Observer(Protocol):
         ...
 
 
-class Registry(Protocol):
-    """Where results go: tracking runs, model versions and the champion alias."""
-
-    def check(self) -> None:
-        """Raise FatalInputError (exit 2) unless the store can be reached."""
-        ...
-
-    def describe(self) -> str:
-        """The store, as a URI."""
-        ...
-
-    def publish(self, manifest: dict[str, Any], spec: Any, run_dir: Path) -> dict[str, Any]:
-        """Record a finished run and register its selection; returns the updated manifest."""
-        ...
-
-
 class NullObserver:
     """Watches nothing."""
 
@@ -56,8 +46,28 @@ class NullObserver:
         pass
 
 
+@dataclass(frozen=True)
+class ExecutorInfo:
+    """Where work runs: what the scheduler and the manifest need to know about an executor."""
+
+    kind: str  # "ray" or "local"
+    workers: int  # how many stages can run at once
+    timing_node: str  # the node whose CPUs time latency
+    timing_cpus: int  # how many CPUs that node gives the timing task
+    address: str | None = None
+    nodes: int = 1
+    cpus: float = 0
+    gpus: float = 0
+    cpus_per_task: float = 1
+    gpus_per_task: float = 0
+
+
 class Executor(Protocol):
-    """Runs stages somewhere. Handles are opaque; `wait` returns the first one to finish."""
+    """Runs stages somewhere. Handles are opaque; `wait` returns the first one to finish.
+
+    A stage carries its own `resources` ({"num_cpus", "num_gpus"}); an executor that schedules
+    by resources honours them.
+    """
 
     def submit(
         self, stage: dict[str, Any], inputs: dict[str, Record], ctx: Any, *, exclusive: bool = False
@@ -73,7 +83,7 @@ class Executor(Protocol):
         """Cancel outstanding work."""
         ...
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ExecutorInfo:
         """Where work runs: kind, workers, resources."""
         ...
 
@@ -82,51 +92,59 @@ class Executor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """In-process, serial: for debugging and unit tests. `submit` runs the stage immediately.
+@dataclass
+class TrackedRun:
+    """A run as a registry recorded it: the parent run and one child per variant, by variant id."""
 
-    Like the Ray executor, an unexpected exception in a stage becomes a failed record so the
-    sweep goes on; `reraise=True` (the CLI's --debug) lets it propagate with its traceback.
-    """
+    parent: str
+    children: dict[str, str] = field(default_factory=dict)
+    experiment: str = ""  # where the store keeps the run (an MLflow experiment id)
 
-    def __init__(self, *, reraise: bool = False) -> None:
-        self._done: dict[int, Record] = {}
-        self._next = 0
-        self._reraise = reraise
 
-    def submit(
-        self, stage: dict[str, Any], inputs: dict[str, Record], ctx: Any, *, exclusive: bool = False
-    ) -> int:
-        from pipelines.stages import run_stage
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered model, with the metrics it was registered with."""
 
-        self._next += 1
-        try:
-            self._done[self._next] = run_stage(stage, inputs, ctx)
-        except Exception as exc:
-            if self._reraise:
-                raise
-            kind = stage["kind"]
-            self._done[self._next] = {
-                "status": "failed",
-                "reason": f"{kind}: {type(exc).__name__}: {exc}",
-                "kind": kind,
-            }
-        return self._next
+    name: str
+    version: str
+    variant: str | None
+    metrics: dict[str, float]
 
-    def wait(self, handles: list[int]) -> tuple[int, Record]:
-        handle = handles[0]
-        return handle, self._done.pop(handle)
 
-    def cancel(self, handles: list[int]) -> None:
-        for h in handles:
-            self._done.pop(h, None)
+class Registry(Protocol):
+    """Where results go: tracking runs, model versions and aliases. Every write is idempotent:
+    a variant is tracked and registered at most once, however often a run is published."""
 
-    def prepare(self, artifact_root: Path) -> None:
-        artifact_root.mkdir(parents=True, exist_ok=True)
+    def check(self) -> None:
+        """Raise FatalInputError (exit 2) unless the store can be reached."""
+        ...
 
-    def describe(self) -> dict[str, Any]:
-        import os
-        import platform
+    def describe(self) -> str:
+        """The store, as a URI (or a word for a store that keeps nothing)."""
+        ...
 
-        cpus = os.cpu_count() or 1
-        return {"kind": "local", "workers": 1, "timing_node": platform.node(), "timing_cpus": cpus}
+    def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
+        """Record the run and its variants (their ONNX models too, when the spec asks for all)."""
+        ...
+
+    def register(
+        self, name: str, row: dict[str, Any], manifest: dict[str, Any], run: TrackedRun
+    ) -> str | None:
+        """The version of model `name` holding variant `row` (created once); None without a model file."""
+        ...
+
+    def alias_holder(self, name: str, alias: str) -> RegisteredVersion | None:
+        """The version `alias` points at, or None."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point `alias` at `version`."""
+        ...
+
+    def aliases_of(self, name: str, version: str) -> list[str]:
+        """The aliases that point at `version`, sorted."""
+        ...
+
+    def finish(self, run: TrackedRun, manifest: dict[str, Any], run_dir: Path) -> None:
+        """Attach the final manifest and reports to the run and close it."""
+        ...

@@ -11,8 +11,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.plan import Plan, Stage
-from tasks.base import Record
+from ..tasks.base import Record
+from .plan import Plan, Stage
 
 STYLE = {"running": "cyan", "done": "green", "cached": "blue", "failed": "red", "skipped": "yellow"}
 

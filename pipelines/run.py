@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.data import RunData, prepare_data
-from pipelines.manifest import environment, overall_status, variant_rows
-from pipelines.plan import Plan, Stage, build_plan, stage_id
-from pipelines.ports import Executor, NullObserver, Observer
-from pipelines.report import write_reports
-from pipelines.select import select
-from pipelines.spec import Spec
-from pipelines.stages import Context, cached
-from tasks.base import Record, dir_digest, write_json
-
-log = logging.getLogger(__name__)
-OK_STAGE = ("succeeded", None)
+from ..tasks.base import Record, dir_digest, write_json
+from .data import RunData, prepare_data
+from .manifest import environment, overall_status, variant_rows
+from .plan import Plan, Stage, build_plan, stage_id
+from .ports import Executor, NullObserver, Observer
+from .records import RunStatus, Status, failed, succeeded
+from .report import write_reports
+from .select import select
+from .spec import Spec
+from .stages import Context, cached
 
 
 def preflight(spec: Spec) -> RunData:
@@ -29,7 +26,7 @@ def preflight(spec: Spec) -> RunData:
 
     A missing model or data file is bad input: TaskError here, exit 2 in the CLI.
     """
-    from tasks.load import resolve_source
+    from ..tasks.load import resolve_source
 
     resolve_source(spec.model.source)
     return prepare_data(spec)
@@ -63,7 +60,7 @@ def execute(
                 if not all(d in records for d in deps):
                     continue
                 pending.remove(sid)
-                bad = next((records[d] for d in deps if records[d].get("status") not in OK_STAGE), None)
+                bad = next((records[d] for d in deps if not succeeded(records[d])), None)
                 if bad is not None:  # a failed or skipped parent: its descendants cannot run
                     records[sid] = {"status": bad["status"], "reason": bad.get("reason"), "kind": st.kind}
                     obs.finished(st, records[sid])
@@ -72,11 +69,7 @@ def execute(
                 in_flight[executor.submit(asdict(st), {d: records[d] for d in deps}, ctx)] = sid
             if not in_flight:
                 for sid in pending:  # nothing runnable and nothing running: unmet dependencies
-                    records[sid] = {
-                        "status": "failed",
-                        "reason": "unmet dependency",
-                        "kind": plan.stages[sid].kind,
-                    }
+                    records[sid] = failed(plan.stages[sid].kind, "unmet dependency")
                 pending.clear()
                 continue
             handle, rec = executor.wait(list(in_flight))
@@ -86,7 +79,7 @@ def execute(
     except KeyboardInterrupt as exc:
         executor.cancel(list(in_flight))
         for sid, st in plan.stages.items():  # in flight, pending, or caught between the two
-            records.setdefault(sid, {"status": "failed", "reason": "interrupted", "kind": st.kind})
+            records.setdefault(sid, failed(st.kind, "interrupted"))
         raise Interrupted(records) from exc
     return records
 
@@ -116,15 +109,15 @@ def time_variants(
     """
     graphs = {}
     for v in plan.variants:
-        last = records.get(v.stages[-1], {}) if v.status != "skipped" else {}
-        if last.get("status") == "succeeded":
+        last = records.get(v.stages[-1], {}) if v.status != Status.SKIPPED else {}
+        if succeeded(last):
             graphs[v.id] = {"path": last["path"]}
     if not graphs:
         return {}
     info = executor.describe()
     lat = spec.evaluate.latency
-    cfg = lat.model_copy(update={"threads": lat.threads or info["timing_cpus"]}).to_json()
-    sid = stage_id(None, "latency", cfg, {"node": info["timing_node"], "run": timing_root.parent.name})
+    cfg = lat.model_copy(update={"threads": lat.threads or info.timing_cpus}).to_json()
+    sid = stage_id(None, "latency", cfg, {"node": info.timing_node, "run": timing_root.parent.name})
     st = Stage(sid, "latency", cfg, None, f"latency of {len(graphs)} graphs")
     observer.started(st)
     try:
@@ -133,9 +126,9 @@ def time_variants(
     except KeyboardInterrupt as exc:
         raise Interrupted({}) from exc
     observer.finished(st, rec)
-    if rec.get("status") != "succeeded":
+    if not succeeded(rec):
         return {vid: rec for vid in graphs}
-    return {vid: {**stats, "status": "succeeded"} for vid, stats in rec["latency"].items()}
+    return {vid: {**stats, "status": Status.SUCCEEDED} for vid, stats in rec["latency"].items()}
 
 
 def prepare(
@@ -184,7 +177,7 @@ def run(
     obs.planned(plan)
     # One task per worker: a freed worker then gets the best stage ready at that moment, rather
     # than whatever was queued in Ray earlier; the round trip is milliseconds against seconds.
-    bound = max_in_flight or max(1, int(info.get("workers", 1)))
+    bound = max_in_flight or max(1, info.workers)
     # A scheduled tick always gets the same run id, so a repeated tick is the same run everywhere.
     default_id = f"{spec.name}-{started.strftime('%Y%m%dT%H%M%SZ')}-{spec.digest()[:6]}"
     run_id = run_id or (f"{spec.name}-{tick_id}" if tick_id else default_id)
@@ -208,7 +201,7 @@ def run(
     manifest = {
         "run_id": run_id,
         "spec_hash": spec.digest(),
-        "status": "failed" if interrupted else overall_status(rows, plan.baseline),
+        "status": RunStatus.FAILED if interrupted else overall_status(rows, plan.baseline),
         "started": started.isoformat(),
         "finished": dt.datetime.now(dt.UTC).isoformat(),
         "interrupted": interrupted is not None,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.errors import SpecError
+from .errors import SpecError
 
 log = logging.getLogger(__name__)
 UTC = dt.UTC

@@ -10,7 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
-from pipelines.errors import SpecError
+from .errors import SpecError
 
 DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.spec import SelectSpec
+from .spec import SelectSpec
 
 # Metrics where larger is better; every other objective is minimised.
 MAXIMISE = {"fidelity", "accuracy", "throughput", "speedup_vs_baseline"}

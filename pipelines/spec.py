@@ -11,12 +11,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipelines.errors import SpecError
-from tasks.catalog import PRUNING, QUANTIZATION, UnknownTechnique, make_config
-from tasks.distill import DistillConfig
-from tasks.evaluate import LatencyConfig
-from tasks.export import ExportConfig
-from tasks.load import Task
+from ..tasks.base import Task, TechniqueConfig
+from ..tasks.catalog import UnknownTechnique, config_class
+from ..tasks.distillation.kd import DistillConfig
+from ..tasks.evaluate import LatencyConfig
+from ..tasks.export import ExportConfig
+from .errors import SpecError
+from .schedule import check_cron
 
 
 class _Strict(BaseModel):
@@ -62,16 +63,10 @@ class DataSpec(_Strict):
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
-class DistillationSpec(_Strict):
-    """Distil every structurally pruned variant from the base model (see tasks.distill)."""
+class DistillationSpec(DistillConfig):
+    """The distillation config itself, plus whether to distil the shape-changing variants at all."""
 
     enabled: bool = False
-    steps: int = Field(default=200, ge=1)
-    lr: float = Field(default=1e-4, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
-    temperature: float = Field(default=2.0, gt=0)
-    seed: int = 0
 
     def config(self) -> DistillConfig:
         """The technique config of the distill stage."""
@@ -145,10 +140,10 @@ class ScheduleSpec(_Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from croniter import croniter
-
-        if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError("expected a 5-field cron expression such as '0 3 * * *'")
+        try:
+            check_cron(value)
+        except SpecError:
+            raise ValueError("expected a 5-field cron expression such as '0 3 * * *'") from None
         return value
 
 
@@ -173,25 +168,33 @@ class Spec(_Strict):
         ]
 
 
-def expand(entry: Entry, table: dict[str, Any], where: str) -> list[Any]:
-    """Expand one variants entry into technique configs ("none" → [None]); list values form a grid."""
+def _field_error(exc: ValidationError, where: str) -> SpecError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return SpecError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})")
+
+
+def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]:
+    """Expand one variants entry into technique configs ("none" → [None]).
+
+    List values form a grid, except in the fields the technique declares list-valued.
+    """
     if entry == "none" or entry == {"method": "none"}:
         return [None]
     if isinstance(entry, str):
         entry = {"method": entry}
+    try:
+        cls = config_class(str(entry.get("method")), stage)
+    except UnknownTechnique as exc:
+        raise SpecError(f"{where}.method: {exc}") from None
     keys = list(entry)
-    grids = [v if isinstance(v, list) and k != "nodes_to_exclude" else [v] for k, v in entry.items()]
-    out = []
+    grids = [v if isinstance(v, list) and k not in cls.list_fields else [v] for k, v in entry.items()]
+    out: list[TechniqueConfig | None] = []
     for combo in itertools.product(*grids):
-        data = dict(zip(keys, combo, strict=True))
         try:
-            out.append(make_config(data, table))
-        except UnknownTechnique as exc:
-            raise SpecError(f"{where}.method: {exc}") from None
+            out.append(cls.model_validate(dict(zip(keys, combo, strict=True))))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise SpecError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+            raise _field_error(exc, where) from None
     return out
 
 
@@ -206,24 +209,24 @@ def _export_override(spec: Spec, entry: Entry, where: str) -> tuple[Entry, Expor
     try:
         return entry, ExportConfig.model_validate({**spec.export.model_dump(), **override})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(f"{where}.export.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+        raise _field_error(exc, f"{where}.export") from None
 
 
-def variant_axes(spec: Spec) -> tuple[list[tuple[Any, ExportConfig]], list[Any]]:
+def variant_axes(
+    spec: Spec,
+) -> tuple[list[tuple[TechniqueConfig | None, ExportConfig]], list[TechniqueConfig | None]]:
     """All (pruning config, export config) pairs and all quantization configs, deduplicated.
 
     None means no technique; the first pruning pair is always (None, spec.export): the baseline.
     """
-    pruning: list[tuple[Any, ExportConfig]] = [(None, spec.export)]
-    quant: list[Any] = [None]
+    pruning: list[tuple[TechniqueConfig | None, ExportConfig]] = [(None, spec.export)]
+    quant: list[TechniqueConfig | None] = [None]
     for i, e in enumerate(spec.variants.pruning):
         where = f"variants.pruning[{i}]"
         entry, xcfg = _export_override(spec, e, where)
-        pruning += [(c, xcfg) for c in expand(entry, PRUNING, where) if (c, xcfg) not in pruning]
+        pruning += [(c, xcfg) for c in expand(entry, "prune", where) if (c, xcfg) not in pruning]
     for i, e in enumerate(spec.variants.quantization):
-        quant += [c for c in expand(e, QUANTIZATION, f"variants.quantization[{i}]") if c not in quant]
+        quant += [c for c in expand(e, "quantize", f"variants.quantization[{i}]") if c not in quant]
     return pruning, quant
 
 

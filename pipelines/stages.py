@@ -7,7 +7,6 @@ file exists is finished: it is returned as cached without any work.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -17,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from tasks import distill, evaluate, export, load, optimize, prune, quantize
-from tasks.base import Record, SkipVariant, TaskError, read_json, write_json
-from tasks.catalog import PRUNING, QUANTIZATION, make_config
-from tasks.runtime import quiet_libraries, set_torch_threads
-
-log = logging.getLogger(__name__)
+from ..tasks import distill, evaluate, export, load, optimize, prune, quantize
+from ..tasks import graph as graph_io
+from ..tasks.base import Record, SkipVariant, TaskError, read_json, write_json
+from ..tasks.catalog import make_config
+from ..tasks.runtime import quiet_libraries, set_torch_threads
+from .records import Status, failed, skipped
 
 
 @dataclass
@@ -69,11 +68,11 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
     start, wall_start = time.perf_counter(), time.time()
     try:
         rec = _dispatch(kind, stage, parent, inputs, out, ctx)
-        rec["status"] = "succeeded"
+        rec["status"] = Status.SUCCEEDED
     except SkipVariant as exc:
-        return {"status": "skipped", "reason": str(exc), "kind": kind}
+        return skipped(kind, str(exc))
     except TaskError as exc:
-        return {"status": "failed", "reason": f"{kind}: {exc}", "kind": kind}
+        return failed(kind, f"{kind}: {exc}")
     rec.update(kind=kind, seconds=time.perf_counter() - start, host=socket.gethostname(), pid=os.getpid())
     rec["interval"] = [wall_start, time.time()]  # epoch seconds: how busy the workers were
     write_json(record_path(ctx, sid), rec)
@@ -100,16 +99,16 @@ def _dispatch(
     assert src is not None  # every other stage has a parent
     if kind == "prune":
         return prune.apply(
-            make_config(cfg, PRUNING),
+            make_config(cfg, "prune"),
             src,
             out,
             task=ctx.task,
-            calibration=ctx.calibration,  # type: ignore[arg-type]
+            calibration=ctx.calibration,
             max_length=ctx.max_length,
         )
     if kind == "distill":
         return distill.apply(
-            distill.DistillConfig.model_validate(cfg),
+            make_config(cfg, "distill"),
             src,
             Path(inputs[stage["needs"][0]]["path"]),  # the teacher: the loaded base model
             out,
@@ -126,10 +125,10 @@ def _dispatch(
         return optimize.apply(optimize.OptimizeConfig.model_validate(cfg), src, out, texts=ctx.calibration)
     if kind == "quantize":
         return quantize.apply(
-            make_config(cfg, QUANTIZATION),
+            make_config(cfg, "quantize"),
             src,
             out,
-            calibration=ctx.calibration,  # type: ignore[arg-type]
+            calibration=ctx.calibration,
             device=ctx.device,
             max_length=ctx.max_length,
         )
@@ -177,10 +176,10 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     """Quality metrics of one variant against the baseline reference (latency is timed separately)."""
     got = _outputs(graph, ctx)
     base = evaluate.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"))
-    meta = export.read_meta(graph)
+    meta = graph_io.read_meta(graph)
     metrics: dict[str, Any] = {
         "fidelity": evaluate.fidelity(base, got),
-        "size_mb": export.onnx_size_bytes(graph) / 1e6,
+        "size_mb": graph_io.onnx_size_bytes(graph) / 1e6,
     }
     if ctx.labels is not None and ctx.task == "text-classification":
         metrics["accuracy"] = evaluate.accuracy(got, ctx.labels)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import FatalInputError
-from registry.lineage import TAG, metrics_of
-from registry.store import bound, client
+from ..pipelines.errors import FatalInputError
+from .lineage import TAG, metrics_of
+from .store import bound, client
 
 KEY_METRICS = ("fidelity", "speedup_vs_baseline", "latency_p50_ms", "size_mb")
 

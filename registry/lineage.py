@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..tasks.base import package_version
 
 TAG = "slimline."
 METRICS_TAG = "slimline.metrics"
@@ -16,8 +17,8 @@ EXAMPLE_TEXTS = ["slimline keeps the model small.", "It still has to understand 
 
 def example_feeds(onnx_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A real two-sentence input for the graph and its output (for the signature and input example)."""
-    from tasks.export import feeds_for
-    from tasks.runtime import session
+    from ..tasks.graph import feeds_for
+    from ..tasks.runtime import session
 
     feeds = feeds_for(onnx_path, EXAMPLE_TEXTS, 2, 8)
     return feeds, session(onnx_path).run(None, feeds)[0]
@@ -25,13 +26,8 @@ def example_feeds(onnx_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 def pip_requirements() -> list[str]:
     """What serving the ONNX file needs, pinned to what produced it."""
-    out = []
-    for pkg in ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy"):
-        try:
-            out.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            continue
-    return out
+    pkgs = ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy")
+    return [f"{pkg}=={v}" for pkg in pkgs if (v := package_version(pkg)) is not None]
 
 
 def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:

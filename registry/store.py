@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import FatalInputError
+from ..pipelines.errors import FatalInputError
 
 DEFAULT_URI = "sqlite:///slimline.db"
 

@@ -1,8 +1,8 @@
-"""Pure compute for slimline: one module per technique, paths in, artifact + record out.
+"""Pure compute for slimline: one module per stage and per technique, paths in, artifact + record out.
 
 Nothing here imports ray or mlflow; the pipeline layer decides where these functions run.
 """
 
-from tasks.base import Record, SkipVariant, StepConfig, TaskError
+from .base import Record, SkipVariant, StepConfig, TaskError, TechniqueConfig
 
-__all__ = ["Record", "SkipVariant", "StepConfig", "TaskError"]
+__all__ = ["Record", "SkipVariant", "StepConfig", "TaskError", "TechniqueConfig"]

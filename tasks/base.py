@@ -9,13 +9,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 # A record is the small JSON-serialisable result of a stage; it is what crosses process boundaries.
 Record = dict[str, Any]
+Task = Literal["feature-extraction", "text-classification", "causal-lm"]
+TASKS: tuple[str, ...] = ("feature-extraction", "text-classification", "causal-lm")
 
 
 class TaskError(Exception):
@@ -50,6 +53,48 @@ class StepConfig(BaseModel):
             {"v": self.version, "cls": type(self).__name__, **self.to_json()}, sort_keys=True
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class TechniqueConfig(StepConfig):
+    """The config of one compression technique, with what the planner must know as class data.
+
+    Planner, spec and executors read these capabilities; none of them dispatches on a
+    technique's type. A technique module (tasks/pruning/*, tasks/quantization/*,
+    tasks/distillation/*) holds one such class as `CONFIG`, and its `apply`.
+    """
+
+    method: str
+    # Which plan stage applies it: "prune" (torch model in place), "distill" or "quantize" (ONNX graph).
+    stage: ClassVar[Literal["prune", "distill", "quantize"]]
+    # Why it needs a GPU task, or None when it runs on CPU workers too.
+    needs_gpu: ClassVar[str | None] = None
+    # It removes heads or channels: distillation (when enabled) recovers what this costs.
+    changes_shapes: ClassVar[bool] = False
+    # Fields whose values are lists: one value, never a grid axis of the spec.
+    list_fields: ClassVar[frozenset[str]] = frozenset()
+    # The model tasks it supports; a variant of another task is skipped with a reason.
+    tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+
+    def needs_calibration(self) -> bool:
+        """Whether `apply` reads calibration text (then it gets the run's calibration slice)."""
+        return False
+
+    def label(self) -> str:
+        """A short human label: the method and the fields set away from their defaults."""
+        extras = [
+            f"{k}={v}"
+            for k, v in self.model_dump(mode="json", exclude_defaults=True).items()
+            if k != "method"
+        ]
+        return f"{self.method}({', '.join(extras)})" if extras else self.method
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None when it is not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 @contextlib.contextmanager

@@ -1,53 +1,92 @@
-"""The technique catalog: one line per technique, name -> frozen config class."""
+"""The technique catalog: every module of tasks/pruning, tasks/quantization and tasks/distillation.
+
+A technique module holds `CONFIG`, a TechniqueConfig subclass whose `method` default is the
+technique's name, and `apply`. Adding a technique is adding such a module: the catalog finds
+it, and the spec, the planner and the executors learn what they need from the config's
+capabilities. `register` adds a module from elsewhere (a plug-in, or a test's toy technique).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from tasks.base import StepConfig, TaskError
-from tasks.distill import DistillConfig
-from tasks.export import ExportConfig
-from tasks.load import LoadConfig
-from tasks.optimize import OptimizeConfig
-from tasks.profile import ProfileConfig
-from tasks.prune import FFNConfig, HeadsConfig, MagnitudeConfig, StructuredConfig
-from tasks.quantize import DynamicInt8Config, FP16Config, Int4Config, StaticInt8Config
+from .base import StepConfig, TaskError, TechniqueConfig
 
-PRUNING: dict[str, type[StepConfig]] = {
-    "magnitude": MagnitudeConfig,
-    "heads": HeadsConfig,
-    "ffn": FFNConfig,
-    "structured": StructuredConfig,
-}
-QUANTIZATION: dict[str, type[StepConfig]] = {
-    "dynamic-int8": DynamicInt8Config,
-    "static-int8": StaticInt8Config,
-    "fp16": FP16Config,
-    "int4-weight-only": Int4Config,
-}
-CATALOG: dict[str, type[StepConfig]] = {
-    "load": LoadConfig,
-    "export": ExportConfig,
-    "optimize": OptimizeConfig,
-    "profile": ProfileConfig,
-    "distill": DistillConfig,
-    **PRUNING,
-    **QUANTIZATION,
-}
+PACKAGES = ("pruning", "quantization", "distillation")
 
 
 class UnknownTechnique(TaskError):
-    """A technique name that is not in the catalog."""
+    """A technique name that is not in the catalog, or a config that no technique owns."""
 
 
-def config_class(name: str, among: dict[str, type[StepConfig]] | None = None) -> type[StepConfig]:
+@dataclass(frozen=True)
+class Technique:
+    """One catalog entry: its name, config class and `apply`."""
+
+    name: str
+    config: type[TechniqueConfig]
+    apply: Callable[..., Any]
+    doc: str
+
+
+_CATALOG: dict[str, Technique] = {}
+_DISCOVERED: list[bool] = []  # set once the built-in modules are in
+
+
+def register(module: ModuleType) -> Technique:
+    """Add a technique module to the catalog (idempotent for the same module)."""
+    _discover()  # built-ins first, so that a plug-in never hides them or takes their names
+    cfg = getattr(module, "CONFIG", None)
+    fn = getattr(module, "apply", None)
+    if not (isinstance(cfg, type) and issubclass(cfg, TechniqueConfig)) or not callable(fn):
+        raise TypeError(f"{module.__name__}: a technique module needs CONFIG (a TechniqueConfig) and apply()")
+    name = str(cfg.model_fields["method"].default)
+    known = _CATALOG.get(name)
+    if known is not None and known.config is not cfg:
+        raise TypeError(f"{module.__name__}: technique {name!r} is already {known.config.__module__}")
+    doc = (cfg.__doc__ or module.__doc__ or "").strip().splitlines()[0]
+    _CATALOG[name] = Technique(name, cfg, fn, doc)
+    return _CATALOG[name]
+
+
+def _discover() -> None:
+    if _DISCOVERED:
+        return
+    _DISCOVERED.append(True)
+    for pkg_name in PACKAGES:
+        pkg = importlib.import_module(f"{__package__}.{pkg_name}")
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                register(importlib.import_module(f"{pkg.__name__}.{info.name}"))
+
+
+def techniques(stage: str | None = None) -> dict[str, Technique]:
+    """Every technique (of one stage: prune, distill or quantize), by name."""
+    _discover()
+    return {n: t for n, t in sorted(_CATALOG.items()) if stage is None or t.config.stage == stage}
+
+
+def config_class(name: str, stage: str | None = None) -> type[TechniqueConfig]:
     """The config class of technique `name`, or an error that lists the valid names."""
-    table = CATALOG if among is None else among
+    table = techniques(stage)
     if name not in table:
-        raise UnknownTechnique(f"unknown technique {name!r}; valid: {', '.join(sorted(table))}")
-    return table[name]
+        raise UnknownTechnique(f"unknown technique {name!r}; valid: {', '.join(table)}")
+    return table[name].config
 
 
-def make_config(data: dict[str, Any], among: dict[str, type[StepConfig]] | None = None) -> StepConfig:
+def make_config(data: dict[str, Any], stage: str | None = None) -> TechniqueConfig:
     """Build a technique config from a dict with a `method` key."""
-    return config_class(str(data.get("method")), among).model_validate(data)
+    return config_class(str(data.get("method")), stage).model_validate(data)
+
+
+def technique_of(cfg: StepConfig, stage: str) -> Technique:
+    """The technique that owns `cfg`; a config no technique of `stage` owns is an error, never a fallback."""
+    found = techniques(stage).get(str(getattr(cfg, "method", "")))
+    if found is None or type(cfg) is not found.config:
+        raise UnknownTechnique(f"{type(cfg).__name__} is not a {stage} technique of the catalog")
+    return found

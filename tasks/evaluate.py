@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tasks.base import StepConfig
-from tasks.export import TaskWrapper, encode, input_names, output_name, read_meta
-from tasks.load import load_tokenizer
-from tasks.runtime import session
+from .base import StepConfig
+from .graph import read_meta, row_cosines, tokenizer_of
+from .inputs import TaskWrapper, batches, encode, input_names, torch_forward
+from .runtime import session
 
 
 class LatencyConfig(StepConfig):
@@ -71,18 +71,7 @@ def _collect(
     max_length: int,
 ) -> Outputs:
     parts, nll, count = [], 0.0, 0
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(
-            texts[i : i + batch_size],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="np",
-        )
-        feed = {
-            n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
-            for n in names
-        }
+    for feed in batches(tokenizer, texts, batch_size, max_length, names):
         values, s, c = _reduce(task, run(feed).astype(np.float32), feed["attention_mask"], feed["input_ids"])
         parts.append(values)
         nll, count = nll + s, count + c
@@ -101,9 +90,14 @@ def onnx_outputs(
     """Run a slimline graph over `texts` and reduce its outputs for its task."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
-    tok = load_tokenizer(str(Path(onnx_path).parent))
     return _collect(
-        meta["task"], lambda f: sess.run(None, f)[0], tok, meta["inputs"], texts, batch_size, max_length
+        meta["task"],
+        lambda f: sess.run(None, f)[0],
+        tokenizer_of(onnx_path),
+        meta["inputs"],
+        texts,
+        batch_size,
+        max_length,
     )
 
 
@@ -118,13 +112,10 @@ def torch_outputs(
 ) -> Outputs:
     """The same reduction for a PyTorch model (the fp32 baseline)."""
     names = input_names(model, tokenizer)
-    wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
-
-    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            return wrapped(*[torch.from_numpy(feed[n]) for n in names]).float().numpy()
-
-    return _collect(task, run, tokenizer, names, texts, batch_size, max_length)
+    wrapped = TaskWrapper(model, task).eval()
+    return _collect(
+        task, lambda f: torch_forward(wrapped, f, names), tokenizer, names, texts, batch_size, max_length
+    )
 
 
 def fidelity(base: Outputs, other: Outputs) -> float:
@@ -133,9 +124,7 @@ def fidelity(base: Outputs, other: Outputs) -> float:
     if a.shape != b.shape:
         raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape}")
     if base.task == "feature-extraction":
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        cos = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1) + 1e-12)
-        return float(np.clip(cos, -1.0, 1.0).mean())
+        return float(row_cosines(a, b).mean())
     if base.task == "text-classification":
         return float((a.argmax(-1) == b.argmax(-1)).mean())
     return float((a == b).mean())
@@ -164,25 +153,6 @@ def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[s
         "throughput": batch_size / (p50 / 1e3),
         "repeats": len(t),
     }
-
-
-def _time(fn: Callable[[], object], cfg: LatencyConfig) -> list[float]:
-    for _ in range(cfg.warmup):
-        fn()
-    times = []
-    for _ in range(cfg.repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def onnx_latency(
-    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, threads: int | None = None, device: str = "cpu"
-) -> dict[str, Any]:
-    """Latency of a graph on a real-text batch of exactly (batch_size, sequence_length)."""
-    call = onnx_call(onnx_path, cfg, texts, device=device, threads=cfg.threads or threads)
-    return timing_stats(_time(call, cfg), cfg.batch_size)
 
 
 def interleaved_times(calls: dict[str, Callable[[], object]], cfg: LatencyConfig) -> dict[str, list[float]]:
@@ -215,8 +185,7 @@ def onnx_call(
     """One inference of the graph on a real-text batch of exactly (batch_size, sequence_length)."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
-    tok = load_tokenizer(str(Path(onnx_path).parent))
-    feed = encode(tok, texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
+    feed = encode(tokenizer_of(onnx_path), texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
     return functools.partial(sess.run, None, feed)
 
 
@@ -226,19 +195,3 @@ def onnx_latency_many(
     """Latency of several graphs measured side by side, on the same input batch (see interleaved_times)."""
     calls = {k: onnx_call(p, cfg, texts, device=device, threads=cfg.threads) for k, p in graphs.items()}
     return {k: timing_stats(v, cfg.batch_size) for k, v in interleaved_times(calls, cfg).items()}
-
-
-def torch_latency(
-    model: torch.nn.Module, tokenizer: Any, task: str, cfg: LatencyConfig, texts: list[str]
-) -> dict[str, Any]:
-    """The same measurement for the PyTorch model."""
-    names = input_names(model, tokenizer)
-    wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
-    feed = encode(tokenizer, texts, cfg.batch_size, cfg.sequence_length, names)
-    args = [torch.from_numpy(feed[n]) for n in names]
-
-    def run() -> None:
-        with torch.no_grad():
-            wrapped(*args)
-
-    return timing_stats(_time(run, cfg), cfg.batch_size)

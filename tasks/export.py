@@ -7,28 +7,25 @@ a breach raises ParityError, a per-variant failure the pipeline records and move
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from tasks import _structural as st
-from tasks.base import Record, StepConfig, TaskError, atomic_dir, read_json, write_json
-from tasks.families import detect, get_path, layers_of, num_heads
-from tasks.load import load_pretrained, load_tokenizer
-from tasks.profile import ProfileConfig
-from tasks.profile import apply as profile_apply
-from tasks.runtime import session
+from . import _structural as st
+from .base import Record, StepConfig, TaskError, atomic_dir
+from .families import detect, get_path, layers_of, num_heads
+from .graph import ONNX_NAME, compare, onnx_size_bytes, write_meta
+from .inputs import TaskWrapper, encode, input_names, output_name, torch_forward
+from .load import load_pretrained, load_tokenizer
+from .profile import ProfileConfig
+from .profile import apply as profile_apply
+from .runtime import session
 
 log = logging.getLogger(__name__)
-ONNX_NAME = "model.onnx"
-META_NAME = "meta.json"
-_CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class ParityError(TaskError):
@@ -44,63 +41,6 @@ class ExportConfig(StepConfig):
     atol: float = Field(default=1e-3, gt=0)
     min_cosine: float = Field(default=0.9999, gt=0, le=1)
     parity_shapes: tuple[tuple[int, int], ...] = ((1, 5), (3, 17))
-
-
-class TaskWrapper(nn.Module):
-    """Positional inputs in, one tensor out: the shape both exporters handle best."""
-
-    def __init__(self, model: nn.Module, output: str, causal: bool) -> None:
-        super().__init__()
-        self.model, self.output, self.causal = model, output, causal
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        kw: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kw["token_type_ids"] = token_type_ids
-        if self.causal:
-            kw["use_cache"] = False
-        return self.model(**kw)[self.output]
-
-
-def output_name(task: str) -> str:
-    """The model output slimline exports for a task."""
-    return "last_hidden_state" if task == "feature-extraction" else "logits"
-
-
-def input_names(model: nn.Module, tokenizer: Any) -> list[str]:
-    """Inputs the model takes, in the wrapper's positional order."""
-    names = [n for n in _CANDIDATE_INPUTS if n in getattr(tokenizer, "model_input_names", _CANDIDATE_INPUTS)]
-    if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 0) in (0, None):
-        names.remove("token_type_ids")
-    for required in ("input_ids", "attention_mask"):
-        if required not in names:
-            names.insert(_CANDIDATE_INPUTS.index(required), required)
-    return names
-
-
-def encode(tokenizer: Any, texts: list[str], batch: int, seq: int, names: list[str]) -> dict[str, np.ndarray]:
-    """Real text tokenised to exactly (batch, seq), as int64 numpy arrays keyed by input name."""
-    chosen = [texts[i % len(texts)] for i in range(batch)]
-    enc = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
-    return {n: enc[n].astype(np.int64) if n in enc else np.zeros((batch, seq), np.int64) for n in names}
-
-
-def torch_forward(wrapped: nn.Module, feed: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """Run the wrapped model on a numpy feed."""
-    with torch.no_grad():
-        return wrapped(*[torch.from_numpy(feed[n]) for n in names]).float().numpy()
-
-
-def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(max |a - b|, minimum per-sample cosine) between two batches of outputs."""
-    a2, b2 = a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64)
-    cos = (a2 * b2).sum(1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1) + 1e-12)
-    return float(np.abs(a2 - b2).max()), float(cos.min())
 
 
 def check_parity(
@@ -122,44 +62,17 @@ def check_parity(
     return results
 
 
-def _export_dynamo(
-    wrapped: nn.Module,
-    args: tuple[torch.Tensor, ...],
-    path: Path,
-    names: list[str],
-    out: str,
-    opset: int,
-    big: bool,
-) -> None:
-    dyn = torch.export.Dim.DYNAMIC
-    torch.onnx.export(
-        wrapped,
-        args,
-        str(path),
-        dynamo=True,
-        opset_version=opset,
-        input_names=names,
-        output_names=[out],
-        dynamic_shapes=tuple({0: dyn, 1: dyn} for _ in names),
-        external_data=big,
-        verbose=False,
-    )
-
-
-def _export_legacy(
-    wrapped: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], out: str, opset: int
-) -> None:
-    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, out]}
-    torch.onnx.export(
-        wrapped,
-        args,
-        str(path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=names,
-        output_names=[out],
-        dynamic_axes=axes,
-    )
+def _exporter_options(name: str, names: list[str], out: str, big: bool) -> dict[str, Any]:
+    """What differs between the two exporters: how dynamic axes are said, and external data."""
+    if name == "dynamo":
+        dyn = torch.export.Dim.DYNAMIC
+        return {
+            "dynamo": True,
+            "dynamic_shapes": tuple({0: dyn, 1: dyn} for _ in names),
+            "external_data": big,
+            "verbose": False,
+        }
+    return {"dynamo": False, "dynamic_axes": {n: {0: "batch", 1: "sequence"} for n in [*names, out]}}
 
 
 def export_model(
@@ -167,7 +80,8 @@ def export_model(
 ) -> Record:
     """Export `model` to `path`, trying the configured exporter(s); returns which one was used."""
     names = input_names(model, tokenizer)
-    wrapped = TaskWrapper(model, output_name(task), task == "causal-lm").eval()
+    wrapped = TaskWrapper(model, task).eval()
+    out = output_name(task)
     # Batch and sequence of at least 2: the dynamo exporter specialises any axis of size 1.
     feed = encode(tokenizer, texts, 2, 8, names)
     args = tuple(torch.from_numpy(feed[n]) for n in names)
@@ -178,10 +92,15 @@ def export_model(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if name == "dynamo":
-                    _export_dynamo(wrapped, args, path, names, output_name(task), cfg.opset, big)
-                else:
-                    _export_legacy(wrapped, args, path, names, output_name(task), cfg.opset)
+                torch.onnx.export(
+                    wrapped,
+                    args,
+                    str(path),
+                    opset_version=cfg.opset,
+                    input_names=names,
+                    output_names=[out],
+                    **_exporter_options(name, names, out, big),
+                )
             return {"exporter": name, "exporter_errors": errors, "inputs": names, "wrapped": wrapped}
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
@@ -208,30 +127,6 @@ def model_meta(model: nn.Module, task: str, names: list[str]) -> Record:
     }
 
 
-def onnx_size_bytes(onnx_path: Path) -> int:
-    """Bytes of an ONNX graph plus its external-data files."""
-    onnx_path = Path(onnx_path)
-    return sum(p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + "*") if p.is_file())
-
-
-def read_meta(onnx_path: Path) -> Record:
-    """The meta.json written beside an exported graph (carried along by later graph stages)."""
-    return read_json(Path(onnx_path).parent / META_NAME)
-
-
-def copy_sidecars(src_dir: Path, dst_dir: Path) -> None:
-    """Copy meta.json and the tokenizer files, everything but the graph, to a derived graph's folder."""
-    for f in Path(src_dir).iterdir():
-        if f.is_file() and not f.name.startswith(ONNX_NAME):
-            shutil.copy2(f, Path(dst_dir) / f.name)
-
-
-def feeds_for(onnx_path: Path, texts: list[str], batch: int, seq: int) -> dict[str, np.ndarray]:
-    """A real-text feed for the graph at `onnx_path`, using the tokenizer stored beside it."""
-    meta = read_meta(onnx_path)
-    return encode(load_tokenizer(str(Path(onnx_path).parent)), texts, batch, seq, meta["inputs"])
-
-
 def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts: list[str]) -> Record:
     """Export the model at `model_dir` to `out_dir/model.onnx` (+ tokenizer, meta.json), parity-checked."""
     model = load_pretrained(str(model_dir), task)
@@ -240,7 +135,7 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
         info = export_model(model, tok, task, tmp / ONNX_NAME, texts, cfg)
         parity = check_parity(tmp / ONNX_NAME, info["wrapped"], tok, info["inputs"], texts, cfg)
         meta = {**model_meta(model, task, info["inputs"]), "exporter": info["exporter"], "opset": cfg.opset}
-        write_json(tmp / META_NAME, meta)
+        write_meta(tmp, meta)
         tok.save_pretrained(tmp)
     prof = profile_apply(ProfileConfig(), model)
     return {

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tasks.base import UnsupportedArchitecture
+from .base import UnsupportedArchitecture
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,3 @@ def block_linears(model: nn.Module, fam: Family) -> list[tuple[str, nn.Module]]:
 def num_heads(model: nn.Module, fam: Family) -> int:
     """Heads per layer in the original configuration."""
     return int(getattr(model.config, fam.heads_attr))
-
-
-def ffn_width(model: nn.Module, fam: Family) -> int:
-    """FFN channels per layer (GPT-2 leaves n_inner unset, meaning 4 x hidden)."""
-    width = getattr(model.config, fam.ffn_attr, None)
-    return int(width) if width else 4 * int(model.config.hidden_size)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,14 +15,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from tasks.base import Record, StepConfig, TaskError, atomic_dir, dir_size_bytes
-
-log = logging.getLogger(__name__)
-
-Task = Literal["feature-extraction", "text-classification", "causal-lm"]
-TASKS: tuple[str, ...] = ("feature-extraction", "text-classification", "causal-lm")
-# Config key that records per-layer head counts for families whose config cannot express them.
-HEADS_KEY = "slimline_heads_per_layer"
+from ._heads import HEADS_KEY, shrink_heads_to
+from .base import TASKS, Record, StepConfig, Task, TaskError, atomic_dir, dir_size_bytes
 
 
 class ModelSourceError(TaskError):
@@ -95,8 +88,6 @@ def load_pretrained(path: str, task: str) -> nn.Module:
         model = cls.from_config(config, attn_implementation="eager")
     except OSError as exc:  # transformers raises OSError for missing files and unreachable Hub ids
         raise ModelSourceError(f"model.source {path!r}: cannot load ({str(exc).splitlines()[0]})") from exc
-    from tasks.prune import shrink_heads_to
-
     shrink_heads_to(model, [int(h) for h in heads])
     _load_weights(model, Path(path))
     return model.eval()
@@ -149,8 +140,8 @@ def apply(cfg: LoadConfig, out_dir: Path) -> Record:
     A local copy means every later stage (and every Ray worker) reads the same files, whether the
     source was a folder, a package or the Hub.
     """
-    from tasks.families import detect
-    from tasks.profile import count_params
+    from .families import detect
+    from .profile import count_params
 
     path = resolve_source(cfg.source)
     model = load_pretrained(path, cfg.task)

@@ -7,25 +7,15 @@ optimisations, and if those do too, to the exported graph unchanged; the record 
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from tasks.base import Record, StepConfig, atomic_dir
-from tasks.export import (
-    ONNX_NAME,
-    compare,
-    copy_sidecars,
-    feeds_for,
-    onnx_size_bytes,
-    read_meta,
-)
-from tasks.runtime import session
-
-log = logging.getLogger(__name__)
+from .base import Record, StepConfig, atomic_dir
+from .graph import ONNX_NAME, compare, copy_sidecars, feeds_for, onnx_size_bytes, read_meta
+from .runtime import session
 
 # The ORT optimizer's model types by slimline family (Llama-likes use the decoder fusions).
 ORT_MODEL_TYPE = {"bert": "bert", "distilbert": "bert", "gpt2": "gpt2", "llama": "gpt2"}

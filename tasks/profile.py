@@ -7,9 +7,9 @@ from typing import Literal
 
 from torch import nn
 
-from tasks import _structural as st
-from tasks.base import Record, StepConfig, dir_size_bytes
-from tasks.families import block_linears, detect, get_path, layers_of
+from . import _structural as st
+from .base import Record, StepConfig, dir_size_bytes
+from .families import block_linears, detect, get_path, layers_of
 
 
 class ProfileConfig(StepConfig):

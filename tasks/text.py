@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tasks.base import TaskError
+from .base import TaskError
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Examples:
 
 def builtin_corpus() -> list[str]:
     """Human-written English sentences shipped with slimline, in a fixed order."""
-    raw = resources.files("tasks.data").joinpath("corpus.txt").read_text(encoding="utf-8")
+    raw = resources.files("slimline.tasks.data").joinpath("corpus.txt").read_text(encoding="utf-8")
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 

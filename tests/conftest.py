@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tasks.runtime import quiet_libraries
+from slimline.tasks.runtime import quiet_libraries
 
 quiet_libraries()
 
@@ -93,9 +92,8 @@ def tiny_config(family: str):
 
 def build_tiny(family: str, task: str, out: Path, seed: int = 0, init_range: float | None = None) -> Path:
     """Save a random tiny model with the MiniLM tokenizer to `out`."""
+    from slimline.tasks.load import auto_class
     from transformers import AutoTokenizer
-
-    from tasks.load import auto_class
 
     torch.manual_seed(seed)
     config = tiny_config(family)
@@ -147,7 +145,7 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def texts() -> list[str]:
-    from tasks.text import builtin_corpus
+    from slimline.tasks.text import builtin_corpus
 
     return builtin_corpus()
 
@@ -185,8 +183,32 @@ def tiny_spec() -> Callable[..., dict]:
 
 @pytest.fixture(scope="session")
 def slimline() -> Callable[..., subprocess.CompletedProcess]:
-    """slimline(*args) -> the finished CLI process."""
+    """slimline(*args) -> the finished CLI process (the installed console script, as a user runs it)."""
     return _slimline
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (click's runner): same exit codes and streams, no interpreter start."""
+    from click.testing import CliRunner
+    from slimline.pipelines.cli import main
+
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """cli(*args) -> the finished command, run in-process (for tests that need no subprocess)."""
+    return _cli
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tier is the folder: tests/integration are `integration`, tests/e2e are `e2e`."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("integration", "e2e"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
 
 
 def free_port() -> int:
@@ -248,9 +270,9 @@ def unused_port() -> int:
     return free_port()
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path: Path):
-    """A running `mlflow server` on loopback, stopped after the test."""
-    server = MlflowServer(tmp_path / "mlflow").start()
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A running `mlflow server` on loopback, one per test module (it takes seconds to start)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     yield server
     server.stop()

@@ -6,11 +6,11 @@ import json
 
 import pytest
 from mlflow import MlflowClient
-
-from pipelines.ports import LocalExecutor
-from pipelines.run import prepare, run
-from pipelines.spec import Spec
-from registry.publish import MlflowRegistry
+from slimline.pipelines.local import LocalExecutor
+from slimline.pipelines.publish import publish
+from slimline.pipelines.run import prepare, run
+from slimline.pipelines.spec import Spec
+from slimline.registry.adapter import MlflowRegistry
 
 STRUCTURED = {"method": "structured", "heads": 0.5, "ffn": 0.5}
 
@@ -67,7 +67,7 @@ def test_sweep_distils_structured_variants_and_logs_the_curve(tiny_model, tiny_s
     assert next(v for v in again["variants"] if v["id"] == kd["id"])["distillation"] == kd["distillation"]
 
     store = f"sqlite:///{tmp_path / 'kd.db'}"
-    out = MlflowRegistry(store).publish(m, spec, tmp_path / "artifacts" / m["run_id"])
+    out = publish(MlflowRegistry(store), m, spec, tmp_path / "artifacts" / m["run_id"])
     client = MlflowClient(tracking_uri=store)
     exp = client.get_experiment_by_name(spec.name).experiment_id
     child = client.search_runs([exp], filter_string=f"tags.`slimline.variant_id` = '{kd['id']}'")[0]

@@ -17,13 +17,13 @@ VARIANTS = {
 }
 
 
-def _spec(tiny_model, tiny_spec, tmp_path: Path) -> Path:
+def _spec(tiny_model, tiny_spec, tmp_path: Path, name: str = "tiny-http") -> Path:
     spec = tiny_spec(
         tiny_model("bert"),
         "feature-extraction",
         tmp_path / "artifacts",
         variants=VARIANTS,
-        registry={"model_name": "tiny-http"},
+        registry={"model_name": name},  # one name per test: the server is shared by the module
         # Size is deterministic, latency is not: the same spec then selects the same variant.
         select={"constraints": {"fidelity": {"min": 0.5}}, "objectives": ["size_mb"], "top_k": 1},
     )
@@ -62,7 +62,7 @@ def test_run_register_browse_and_pull_over_http(
 
 
 def test_server_gone_mid_run_loses_nothing(mlflow_server, tiny_model, tiny_spec, slimline, tmp_path) -> None:
-    spec = _spec(tiny_model, tiny_spec, tmp_path)
+    spec = _spec(tiny_model, tiny_spec, tmp_path, name="tiny-outage")
     uri = mlflow_server.uri
     exe = Path(sys.executable).with_name("slimline")
     cmd = [str(exe), "run", str(spec), "--executor", "local", "--tracking-uri", uri]
@@ -83,7 +83,7 @@ def test_server_gone_mid_run_loses_nothing(mlflow_server, tiny_model, tiny_spec,
     mlflow_server.start()  # back on the same port and store
     pushed = slimline("registry", "push", str(run_dir), "--tracking-uri", uri)
     assert pushed.returncode == 0, pushed.stderr[-2000:]
-    assert "registered tiny-http version 1 [champion]" in pushed.stdout
+    assert "registered tiny-outage version 1 [champion]" in pushed.stdout
     assert json.loads((run_dir / "manifest.json").read_text())["registered"]
 
 

@@ -84,6 +84,13 @@ def _spec_file(tmp_path: Path, tiny_model, tiny_spec) -> tuple[Path, str]:
     folder = tmp_path / "job"
     folder.mkdir()
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    # The user's own modules under slimline's generic folder names travel with the job and come
+    # first on the workers' import path: they must never shadow slimline's own subpackages.
+    shadow = "raise ImportError('the user module was imported instead of slimline')\n"
+    (folder / "tasks.py").write_text(shadow)
+    (folder / "registry").mkdir()
+    (folder / "registry" / "__init__.py").write_text(shadow)
+    (folder / "pipelines.py").write_text(shadow)
     return folder / "spec.yaml", store
 
 
@@ -129,10 +136,9 @@ def test_unreachable_dashboard_is_exit_two(tiny_model, tiny_spec, slimline, tmp_
 
 def test_two_node_cluster_runs_stages_on_both_nodes(tiny_model, tiny_spec, tmp_path) -> None:
     from ray.cluster_utils import Cluster
-
-    from cluster.ray_executor import RayExecutor
-    from pipelines.run import run
-    from pipelines.spec import Spec
+    from slimline.cluster.ray_executor import RayExecutor
+    from slimline.pipelines.run import run
+    from slimline.pipelines.spec import Spec
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-from cluster.ray_executor import InfeasibleResources, RayExecutor
-from pipelines.run import run
-from pipelines.spec import Spec
+from slimline.cluster.ray_executor import InfeasibleResources, RayExecutor
+from slimline.pipelines.run import run
+from slimline.pipelines.spec import Spec
 
 OK = {"succeeded", "cached"}
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-
-from pipelines.ports import LocalExecutor
-from pipelines.run import run
-from pipelines.spec import Spec
-from registry.browse import Browser, Ref, UnknownModel
-from registry.publish import MlflowRegistry
-from registry.store import RegistryUnreachable, check_reachable
-from tasks.export import feeds_for
-from tasks.runtime import session
+from slimline.pipelines.local import LocalExecutor
+from slimline.pipelines.publish import publish
+from slimline.pipelines.run import run
+from slimline.pipelines.spec import Spec
+from slimline.registry.adapter import MlflowRegistry
+from slimline.registry.browse import Browser, Ref, UnknownModel
+from slimline.registry.store import RegistryUnreachable, check_reachable
+from slimline.tasks.graph import feeds_for
+from slimline.tasks.runtime import session
 
 VARIANTS = {
     "pruning": ["none", {"method": "heads", "amount": 0.5}],
@@ -59,7 +59,7 @@ def _versions(uri: str, name: str) -> list:
 
 def test_publish_tracks_registers_with_lineage_and_is_idempotent(finished, store) -> None:
     spec, manifest, run_dir = finished
-    out = MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    out = publish(MlflowRegistry(store), copy.deepcopy(manifest), spec, run_dir)
     assert [r["variant"] for r in out["registered"]] == manifest["selected"]
     assert out["registered"][0]["aliases"] == ["champion"]
     assert out["gate"]["moved"] and out["gate"]["reason"] == "no current champion"
@@ -87,7 +87,7 @@ def test_publish_tracks_registers_with_lineage_and_is_idempotent(finished, store
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"manifest.json", "report.html"}
 
     # Publishing the same run again, or resuming it, adds nothing.
-    again = MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    again = publish(MlflowRegistry(store), copy.deepcopy(manifest), spec, run_dir)
     assert len(_versions(store, "tiny-bert")) == len(manifest["selected"])
     assert not again["gate"]["moved"] and "already champion" in again["gate"]["reason"]
     assert (
@@ -103,25 +103,25 @@ def test_publish_tracks_registers_with_lineage_and_is_idempotent(finished, store
 def test_the_champion_gate_moves_and_stays(finished, store) -> None:
     spec, manifest, run_dir = finished
     reg = MlflowRegistry(store)
-    reg.publish(copy.deepcopy(manifest), spec, run_dir)
+    publish(reg, copy.deepcopy(manifest), spec, run_dir)
     second = next(r for r in _versions(store, "tiny-bert") if str(r.version) != "1")
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     # A worse champion (the runner-up) is replaced by the best...
     client.set_registered_model_alias("tiny-bert", "champion", second.version)
-    moved = reg.publish(copy.deepcopy(manifest), spec, run_dir)["gate"]
+    moved = publish(reg, copy.deepcopy(manifest), spec, run_dir)["gate"]
     assert moved["moved"] and moved["previous"] == str(second.version) and "beats" in moved["reason"]
     # ...and a champion that is better on the first objective keeps the alias.
     client.set_registered_model_alias("tiny-bert", "champion", second.version)
     better = {**json.loads(second.tags["slimline.metrics"]), "size_mb": 0.001}
     client.set_model_version_tag("tiny-bert", second.version, "slimline.metrics", json.dumps(better))
-    stays = reg.publish(copy.deepcopy(manifest), spec, run_dir)["gate"]
+    stays = publish(reg, copy.deepcopy(manifest), spec, run_dir)["gate"]
     assert not stays["moved"] and "does not beat" in stays["reason"]
     assert client.get_model_version_by_alias("tiny-bert", "champion").version == second.version
 
 
 def test_browse_and_pull(finished, store, tmp_path, texts) -> None:
     spec, manifest, run_dir = finished
-    MlflowRegistry(store).publish(copy.deepcopy(manifest), spec, run_dir)
+    publish(MlflowRegistry(store), copy.deepcopy(manifest), spec, run_dir)
     b = Browser(store)
     (row,) = b.ls()
     assert row["name"] == "tiny-bert" and row["aliases"] == {"champion": "1"} and row["versions"] == 2

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tasks import evaluate, export
-from tasks.evaluate import Outputs
+from slimline.tasks import evaluate, export
+from slimline.tasks.evaluate import Outputs
 
 
 def test_fidelity_definitions() -> None:
@@ -51,7 +50,7 @@ def gpt2_graph(tiny_model, tmp_path_factory, texts) -> Path:
 
 
 def test_onnx_and_torch_agree_and_perplexity_is_exp_nll(tiny_model, gpt2_graph, texts) -> None:
-    from tasks.load import load_pretrained, load_tokenizer
+    from slimline.tasks.load import load_pretrained, load_tokenizer
 
     model = load_pretrained(str(tiny_model("gpt2")), "causal-lm")
     tok = load_tokenizer(str(tiny_model("gpt2")))
@@ -65,8 +64,8 @@ def test_onnx_and_torch_agree_and_perplexity_is_exp_nll(tiny_model, gpt2_graph, 
 
 
 def test_latency_measures_the_asked_shape(gpt2_graph, texts) -> None:
-    cfg = evaluate.LatencyConfig(batch_size=2, sequence_length=16, warmup=1, repeats=5)
-    st = evaluate.onnx_latency(gpt2_graph, cfg, texts, threads=1)
+    cfg = evaluate.LatencyConfig(batch_size=2, sequence_length=16, warmup=1, repeats=5, rounds=1, threads=1)
+    st = evaluate.onnx_latency_many({"g": gpt2_graph}, cfg, texts)["g"]
     assert st["repeats"] == 5 and st["latency_p50_ms"] > 0
     assert st["latency_ci_ms"][0] <= st["latency_p50_ms"] <= st["latency_ci_ms"][1]
 

@@ -6,12 +6,13 @@ import itertools
 
 import pytest
 import torch
-
-from tasks import _kd, evaluate
-from tasks.distill import DistillConfig, apply
-from tasks.load import load_pretrained, load_tokenizer
-from tasks.prune import HeadsConfig, StructuredConfig
-from tasks.prune import apply as prune
+from slimline.tasks import _kd, evaluate
+from slimline.tasks.distill import apply
+from slimline.tasks.distillation.kd import DistillConfig
+from slimline.tasks.load import load_pretrained, load_tokenizer
+from slimline.tasks.prune import apply as prune
+from slimline.tasks.pruning.heads import HeadsConfig
+from slimline.tasks.pruning.structured import StructuredConfig
 
 
 def test_losses_vanish_for_identical_outputs_and_grow_with_error() -> None:
@@ -102,7 +103,7 @@ def test_seeded_runs_repeat_exactly_and_seeds_differ(tiny_model, tmp_path, texts
 
 
 def test_no_training_text_is_a_clear_error(tiny_model, tmp_path) -> None:
-    from tasks.base import TaskError
+    from slimline.tasks.base import TaskError
 
     src = tiny_model("bert")
     with pytest.raises(TaskError, match="training text"):

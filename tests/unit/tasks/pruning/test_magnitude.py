@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from tasks import _sparsity as sp
-from tasks import _structural as st
-from tasks.families import block_linears, detect
-from tasks.load import load_pretrained
-from tasks.prune import MagnitudeConfig, prune_magnitude
+from slimline.tasks import _sparsity as sp
+from slimline.tasks import _structural as st
+from slimline.tasks.families import block_linears, detect
+from slimline.tasks.load import load_pretrained
+from slimline.tasks.pruning.magnitude import MagnitudeConfig, prune_magnitude
 
 
 def test_magnitude_mask_is_exact_even_with_ties() -> None:
@@ -32,13 +31,8 @@ def test_nm_mask_keeps_n_largest_per_group() -> None:
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "distilbert"])
 @pytest.mark.parametrize("scope", ["global", "layer"])
-def test_magnitude_sparsity_exact(tiny_model, family: str, scope: str) -> None:
-    model = load_pretrained(
-        str(tiny_model(family)),
-        "feature-extraction"
-        if family == "bert"
-        else ("text-classification" if family == "distilbert" else "causal-lm"),
-    )
+def test_magnitude_sparsity_exact(tiny_model, task_of, family: str, scope: str) -> None:
+    model = load_pretrained(str(tiny_model(family)), task_of(family))
     achieved = prune_magnitude(model, MagnitudeConfig(sparsity=0.6, scope=scope))
     mods = [m for _, m in block_linears(model, detect(model))]
     total = sum(m.weight.numel() for m in mods)
@@ -51,9 +45,8 @@ def test_magnitude_sparsity_exact(tiny_model, family: str, scope: str) -> None:
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
-def test_two_four_pattern(tiny_model, family: str) -> None:
-    task = {"bert": "feature-extraction", "gpt2": "causal-lm", "llama": "causal-lm"}[family]
-    model = load_pretrained(str(tiny_model(family)), task)
+def test_two_four_pattern(tiny_model, task_of, family: str) -> None:
+    model = load_pretrained(str(tiny_model(family)), task_of(family))
     achieved = prune_magnitude(model, MagnitudeConfig(pattern="2:4"))
     assert achieved == pytest.approx(0.5)
     for _, mod in block_linears(model, detect(model)):

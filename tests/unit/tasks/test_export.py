@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
-from tasks import export, optimize
-from tasks.export import ExportConfig, ParityError, encode, read_meta
-from tasks.load import load_pretrained, load_tokenizer
-from tasks.prune import HeadsConfig
-from tasks.prune import apply as prune_apply
-from tasks.runtime import session
+from slimline.tasks import export, optimize
+from slimline.tasks.export import ExportConfig, ParityError
+from slimline.tasks.graph import compare, feeds_for, read_meta
+from slimline.tasks.inputs import TaskWrapper, encode, torch_forward
+from slimline.tasks.load import load_pretrained, load_tokenizer
+from slimline.tasks.prune import apply as prune_apply
+from slimline.tasks.pruning.heads import HeadsConfig
+from slimline.tasks.runtime import session
 
 
 @pytest.mark.parametrize(
@@ -40,9 +41,7 @@ def test_export_parity_at_two_shapes(tiny_model, tmp_path, texts, family: str, t
     names = read_meta(rec["path"])["inputs"]
     feed = encode(tok, texts[10:], 2, 11, names)
     got = session(rec["path"]).run(None, feed)[0]
-    want = export.torch_forward(
-        export.TaskWrapper(model, export.output_name(task), task == "causal-lm"), feed, names
-    )
+    want = torch_forward(TaskWrapper(model, task), feed, names)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
 
@@ -80,7 +79,7 @@ def test_parity_breach_is_a_task_error_and_leaves_no_output(tiny_model, tmp_path
 
 
 def test_export_of_missing_model_is_clear(tmp_path, texts) -> None:
-    from tasks.load import ModelSourceError
+    from slimline.tasks.load import ModelSourceError
 
     with pytest.raises(ModelSourceError):
         export.apply(
@@ -94,8 +93,6 @@ def test_optimize_never_ships_a_graph_that_disagrees(tiny_model, tmp_path, texts
     opt = optimize.apply(optimize.OptimizeConfig(), rec["path"], tmp_path / "opt", texts=texts)
     assert opt["mode"] in ("fusion", "ort-generic", "none")
     assert (opt["mode"] == "fusion") or opt["notes"]
-    feed = export.feeds_for(rec["path"], texts, 2, 16)
-    max_abs, cos = export.compare(
-        session(opt["path"]).run(None, feed)[0], session(rec["path"]).run(None, feed)[0]
-    )
+    feed = feeds_for(rec["path"], texts, 2, 16)
+    max_abs, cos = compare(session(opt["path"]).run(None, feed)[0], session(rec["path"]).run(None, feed)[0])
     assert max_abs <= 1e-3 and cos >= 0.9999

@@ -1,4 +1,4 @@
-"""A whole sweep on a tiny model with the in-process executor: statuses, metrics, cache."""
+"""A whole sweep on a tiny model through the CLI with the in-process executor: statuses, metrics, cache."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def spec_file(tiny_model, tiny_spec, tmp_path_factory) -> Path:
     return path
 
 
-def test_run_then_rerun_is_fully_cached(spec_file: Path, slimline) -> None:
-    first = slimline("run", str(spec_file), "--json", "--executor", "local", "--registry", "none")
+def test_run_then_rerun_is_fully_cached(spec_file: Path, cli) -> None:
+    first = cli("run", str(spec_file), "--json", "--executor", "local", "--registry", "none")
     assert first.returncode == 0, first.stderr[-2000:]
     m = json.loads(first.stdout)
     by = {v["label"]: v for v in m["variants"]}
@@ -51,27 +51,29 @@ def test_run_then_rerun_is_fully_cached(spec_file: Path, slimline) -> None:
     # Self-contained: the plot is embedded, nothing is fetched from elsewhere.
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
 
-    assert m["registered"] == [] and "gate" not in m  # --registry none: nothing registered
+    # --registry none: the same policy runs against a registry that keeps nothing.
+    assert m["registry"] == "memory (nothing is kept)" and m["gate"]["reason"] == "no current champion"
+    assert [r["variant"] for r in m["registered"]] == m["selected"]
 
-    second = json.loads(slimline("run", str(spec_file), "--json", "--executor", "local").stdout)
+    second = json.loads(cli("run", str(spec_file), "--json", "--executor", "local").stdout)
     assert {v["status"] for v in second["variants"]} == {"cached", "skipped"}
     # This time into the test's throwaway MLflow store ($MLFLOW_TRACKING_URI), alias and all.
     assert second["registered"] and second["registered"][0]["aliases"] == ["champion"]
 
 
-def test_validate_and_plan_cli(spec_file: Path, tmp_path: Path, slimline) -> None:
-    ok = slimline("validate", str(spec_file))
+def test_validate_and_plan_cli(spec_file: Path, tmp_path: Path, cli) -> None:
+    ok = cli("validate", str(spec_file))
     assert ok.returncode == 0 and "valid" in ok.stdout
-    out = slimline("plan", str(spec_file))
+    out = cli("plan", str(spec_file))
     assert out.returncode == 0 and "skipped" in out.stdout and "export" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nname: x\nmodel: {source: x, task: nope}\n")
-    res = slimline("validate", str(bad))
+    res = cli("validate", str(bad))
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "model.task" in res.stderr and str(bad) in res.stderr
 
 
-def test_missing_model_is_exit_two_with_one_line(tmp_path: Path, slimline) -> None:
+def test_missing_model_is_exit_two_with_one_line(tmp_path: Path, cli) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(
         yaml.safe_dump(
@@ -83,7 +85,7 @@ def test_missing_model_is_exit_two_with_one_line(tmp_path: Path, slimline) -> No
             }
         )
     )
-    res = slimline("run", str(spec), "--executor", "local")
+    res = cli("run", str(spec), "--executor", "local")
     assert res.returncode == 2
     line = res.stderr.strip()
     assert "\n" not in line and str(spec) in line and "model.source" in line and "no such folder" in line

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.select import gate, select
-from pipelines.spec import Bound, SelectSpec
+from slimline.pipelines.select import gate, select
+from slimline.pipelines.spec import Bound, SelectSpec
 
 
 def _v(vid: str, status: str = "succeeded", **metrics: float) -> dict:

@@ -1,4 +1,4 @@
-"""Model sources, family detection, the analytic profile and the technique catalog."""
+"""Model sources, family detection and the analytic profile."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 import torch
-
-from tasks import catalog, load
-from tasks.base import UnsupportedArchitecture
-from tasks.families import SUPPORTED, detect
-from tasks.profile import block_flops, count_params
-from tasks.prune import FFNConfig, HeadsConfig, prune_ffn, prune_heads
+from slimline.tasks import load
+from slimline.tasks.base import UnsupportedArchitecture
+from slimline.tasks.families import SUPPORTED, detect
+from slimline.tasks.profile import block_flops, count_params
+from slimline.tasks.pruning.ffn import FFNConfig, prune_ffn
+from slimline.tasks.pruning.heads import HeadsConfig, prune_heads
 
 
 def test_package_source_resolves_to_the_packaged_minilm(minilm_path) -> None:
@@ -104,33 +104,3 @@ def test_count_params_counts_tied_weights_once(tiny_model) -> None:
     with torch.no_grad():
         model.transformer.h[0].mlp.c_fc.weight.zero_()
     assert count_params(model)[1] == nonzero - model.transformer.h[0].mlp.c_fc.weight.numel()
-
-
-@pytest.mark.parametrize("name", sorted(catalog.CATALOG))
-def test_every_config_round_trips_through_json(name: str) -> None:
-    cls = catalog.CATALOG[name]
-    examples = {
-        "load": {"source": "x"},
-        "heads": {"amount": 0.5},
-        "ffn": {"amount": 0.25},
-        "structured": {"heads": 0.5, "ffn": 0.25},
-    }
-    cfg = cls.model_validate({"method": name, **examples.get(name, {})})
-    again = catalog.make_config(json.loads(json.dumps(cfg.to_json())))
-    assert again == cfg and again.digest() == cfg.digest()
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match="frozen"):
-        cfg.method = "other"  # type: ignore[misc]
-
-
-def test_unknown_technique_lists_the_valid_ones() -> None:
-    with pytest.raises(
-        catalog.UnknownTechnique, match="valid: dynamic-int8, fp16, int4-weight-only, static-int8"
-    ):
-        catalog.make_config({"method": "int3"}, catalog.QUANTIZATION)
-
-
-def test_unknown_config_field_is_refused() -> None:
-    with pytest.raises(Exception, match="extra"):
-        catalog.make_config({"method": "heads", "amount": 0.5, "amout": 1})

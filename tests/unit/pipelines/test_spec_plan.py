@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
-
-from pipelines.errors import SpecError
-from pipelines.plan import build_plan
-from pipelines.spec import load_spec
+from slimline.pipelines.errors import SpecError
+from slimline.pipelines.plan import build_plan
+from slimline.pipelines.spec import load_spec
+from slimline.tasks.distillation.kd import DistillConfig
 
 GOOD = {
     "version": 1,
@@ -91,7 +92,7 @@ def test_missing_spec_file(tmp_path) -> None:
 
 
 def test_example_spec_is_valid_and_has_twelve_plus_variants() -> None:
-    path = resources.files("pipelines.examples").joinpath("minilm-cpu.yaml")
+    path = resources.files("slimline.pipelines.examples").joinpath("minilm-cpu.yaml")
     spec = load_spec(Path(str(path)))
     plan = build_plan(spec, "d")
     assert len(plan.variants) >= 12
@@ -160,10 +161,10 @@ def test_distillation_follows_structured_prunings_only(tmp_path) -> None:
 def test_training_text_never_includes_eval_text(tmp_path) -> None:
     import json
 
-    from pipelines.data import prepare_data
-    from pipelines.spec import Spec
-    from tasks.base import TaskError
-    from tasks.text import builtin_corpus
+    from slimline.pipelines.data import prepare_data
+    from slimline.pipelines.spec import Spec
+    from slimline.tasks.base import TaskError
+    from slimline.tasks.text import builtin_corpus
 
     corpus = builtin_corpus()
     kd = {**GOOD["variants"], "distillation": {"enabled": True}}
@@ -183,3 +184,22 @@ def test_training_text_never_includes_eval_text(tmp_path) -> None:
     f.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:5]))
     with pytest.raises(TaskError, match=r"data\.train"):
         prepare_data(spec)
+
+
+def test_list_valued_fields_are_values_not_grid_axes(tmp_path) -> None:
+    quant = [
+        {"method": "static-int8", "op_types": ["MatMul", "Gather"], "calibration": ["minmax", "entropy"]},
+        {"method": "dynamic-int8", "nodes_to_exclude": ["a", "b"]},
+    ]
+    plan = build_plan(load_spec(_write(tmp_path, _with("variants.quantization", quant))), "d")
+    configs = [v.quantization for v in plan.variants if v.pruning is None and v.quantization]
+    assert [c["method"] for c in configs] == ["static-int8", "static-int8", "dynamic-int8"]
+    assert all(c["op_types"] == ["MatMul", "Gather"] for c in configs[:2])
+    assert configs[2]["nodes_to_exclude"] == ["a", "b"]
+
+
+def test_every_distillation_setting_reaches_the_distill_stage(tmp_path) -> None:
+    data = _with("variants.distillation", {"enabled": True, "steps": 7, "weight_decay": 0.0})
+    plan = build_plan(load_spec(_write(tmp_path, data)), "d", train_digest="t")
+    (cfg,) = {json.dumps(s.config, sort_keys=True) for s in plan.stages.values() if s.kind == "distill"}
+    assert json.loads(cfg) == {**DistillConfig(steps=7, weight_decay=0.0).to_json()}

@@ -1,25 +1,25 @@
-"""The MLflow adapter's write side: tracking runs, registration with lineage, the champion gate.
+"""The MLflow adapter behind the Registry port: tracking runs, model versions with lineage, aliases.
 
-Only the driver calls this. Every write is keyed so that repeating it is a no-op: the parent run
-by the pipeline run id, child runs by variant id, logged models and model versions by variant id
-(a variant id is a content hash of its whole stage chain, so equal ids mean equal models).
+It holds no policy (what to register and when an alias moves are decided in
+pipelines.publish). Only the driver calls it. Every write is keyed so that repeating it is a
+no-op: the parent run by the pipeline run id, child runs by variant id, logged models and model
+versions by variant id (a variant id is a content hash of its whole stage chain, so equal ids
+mean equal models).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.select import gate
-from pipelines.spec import Spec
-from registry.store import artifact_root, bound, check_reachable, client
-
-log = logging.getLogger(__name__)
-TAG = "slimline."
+from ..pipelines.ports import RegisteredVersion, TrackedRun
+from ..pipelines.records import DONE, RunStatus, Status
+from ..pipelines.spec import Spec
+from .lineage import TAG, metrics_of, version_tags
+from .store import artifact_root, bound, check_reachable, client
 
 
 def _q(value: str) -> str:
@@ -128,7 +128,7 @@ class MlflowRegistry:
         for k, v in _numeric(row["metrics"]).items():
             self.client.log_metric(rid, k, v)
         self._log_distillation(rid, row.get("distillation"))
-        self.client.set_terminated(rid, "FINISHED" if row["status"] in ("succeeded", "cached") else "FAILED")
+        self.client.set_terminated(rid, "FINISHED" if row["status"] in DONE else "FAILED")
         return rid
 
     def _log_distillation(self, rid: str, kd: dict[str, Any] | None) -> None:
@@ -167,7 +167,7 @@ class MlflowRegistry:
         import onnx
         from mlflow.models import infer_signature
 
-        from registry.lineage import example_feeds, pip_requirements
+        from .lineage import example_feeds, pip_requirements
 
         feeds, outputs = example_feeds(path)
         extras = [str(f) for f in sorted(path.parent.iterdir()) if f.suffix in (".json", ".txt")]
@@ -199,74 +199,56 @@ class MlflowRegistry:
         )
         return str(mv.version)
 
-    def _champion(self, name: str, alias: str) -> Any:
+    # ------------------------------------------------------------------ the Registry port
+    def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
+        """The parent run and one child run per variant; ONNX models too when `log_models: all`."""
+        with bound(self.uri):
+            exp = self._experiment(spec.name)
+            run = TrackedRun(self._parent(exp, manifest, spec), experiment=exp)
+            for row in manifest["variants"]:
+                if row["status"] != Status.SKIPPED:
+                    run.children[row["id"]] = self._child(exp, run.parent, row)
+            if spec.registry.log_models == "all":
+                for row in manifest["variants"]:
+                    if row["status"] in DONE:
+                        self._model(exp, run.children[row["id"]], row)
+        return run
+
+    def register(
+        self, name: str, row: dict[str, Any], manifest: dict[str, Any], run: TrackedRun
+    ) -> str | None:
+        """The version of `name` holding this variant, created (with lineage tags) only once."""
+        with bound(self.uri):
+            model_id = self._model(run.experiment, run.children[row["id"]], row)
+            if model_id is None:
+                return None
+            tags = version_tags(manifest, row)
+            return self._version(name, row["id"], run.children[row["id"]], model_id, tags)
+
+    def alias_holder(self, name: str, alias: str) -> RegisteredVersion | None:
+        """The version `alias` points at, with the metrics it was registered with."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(name, alias)
+            mv = self.client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
+        return RegisteredVersion(name, str(mv.version), mv.tags.get(f"{TAG}variant_id"), metrics_of(mv.tags))
 
-    def publish(self, manifest: dict[str, Any], spec: Spec, run_dir: Path) -> dict[str, Any]:
-        """Track the run, register the selected variants, apply the champion gate; returns the manifest.
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point `alias` at `version`."""
+        self.client.set_registered_model_alias(name, alias, version)
 
-        The updated manifest (with `registered` and `gate`) is written back to `run_dir`.
-        """
-        with bound(self.uri):
-            return self._publish(manifest, spec, run_dir)
+    def aliases_of(self, name: str, version: str) -> list[str]:
+        """The aliases of one version."""
+        return sorted(self.client.get_model_version(name, version).aliases)
 
-    def _publish(self, manifest: dict[str, Any], spec: Spec, run_dir: Path) -> dict[str, Any]:
-        from registry.lineage import version_tags
-        from tasks.base import write_json
-
-        exp_id = self._experiment(spec.name)
-        parent = self._parent(exp_id, manifest, spec)
-        rows = {r["id"]: r for r in manifest["variants"]}
-        children = {
-            vid: self._child(exp_id, parent, row) for vid, row in rows.items() if row["status"] != "skipped"
-        }
-        name, alias = spec.registry.model_name or spec.name, spec.registry.alias
-        models: dict[str, str | None] = {}
-        if spec.registry.log_models == "all":
-            for vid, row in rows.items():
-                if row["status"] in ("succeeded", "cached"):
-                    models[vid] = self._model(exp_id, children[vid], row)
-        registered: list[dict[str, Any]] = []
-        for vid in manifest["selected"]:
-            model_id = models[vid] if vid in models else self._model(exp_id, children[vid], rows[vid])
-            if model_id is None:
-                continue
-            version = self._version(name, vid, children[vid], model_id, version_tags(manifest, rows[vid]))
-            registered.append({"name": name, "version": version, "variant": vid})
-        manifest["gate"] = self._gate(name, alias, registered, rows, spec)
-        for entry in registered:
-            entry["aliases"] = sorted(self.client.get_model_version(name, entry["version"]).aliases)
-        manifest["registered"] = registered
-        self.client.set_tag(parent, f"{TAG}gate", manifest["gate"]["reason"])
-        write_json(run_dir / "manifest.json", manifest)
+    def finish(self, run: TrackedRun, manifest: dict[str, Any], run_dir: Path) -> None:
+        """The gate's reason as a tag, the manifest and reports as artifacts, then close the run."""
+        gate = manifest.get("gate") or {}
+        self.client.set_tag(run.parent, f"{TAG}gate", gate.get("reason", ""))
         for f in ("manifest.json", "report.html", "report.md", "spec.json"):
             if (run_dir / f).is_file():
-                self.client.log_artifact(parent, str(run_dir / f))
-        self.client.set_terminated(parent, "FAILED" if manifest["status"] == "failed" else "FINISHED")
-        return manifest
-
-    def _gate(
-        self, name: str, alias: str, registered: list[dict[str, Any]], rows: dict[str, Any], spec: Spec
-    ) -> dict[str, Any]:
-        """Move `alias` to the best new version only if it passes the gate against the champion."""
-        if not registered:
-            return {"alias": alias, "moved": False, "reason": "nothing registered: no variant was selected"}
-        best = registered[0]
-        current = self._champion(name, alias)
-        decision: dict[str, Any] = {"alias": alias, "candidate": best["version"], "previous": None}
-        if current is not None:
-            decision["previous"] = str(current.version)
-            if str(current.version) == best["version"]:
-                return {**decision, "moved": False, "reason": f"version {best['version']} is already {alias}"}
-        from registry.lineage import metrics_of
-
-        champion_metrics = metrics_of(current.tags) if current is not None else None
-        move, why = gate(rows[best["variant"]]["metrics"], champion_metrics, spec.select)
-        if move:
-            self.client.set_registered_model_alias(name, alias, best["version"])
-        return {**decision, "moved": move, "reason": why}
+                self.client.log_artifact(run.parent, str(run_dir / f))
+        status = "FAILED" if manifest["status"] == RunStatus.FAILED else "FINISHED"
+        self.client.set_terminated(run.parent, status)

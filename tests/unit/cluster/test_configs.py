@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 import yaml
+from slimline.cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
+from slimline.pipelines.cli import main
+from slimline.pipelines.schedule_emit import crontab, on_calendar, systemd
 
-from cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
-from pipelines.cli import main
-from pipelines.schedule_emit import crontab, on_calendar, systemd
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cli_accepts(command: str) -> None:

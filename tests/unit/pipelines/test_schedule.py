@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
-from pipelines.errors import SpecError
-from pipelines.schedule import Busy, Scheduler, check_cron, fire_times, last_fire, single_flight, tick_of
+from slimline.pipelines.errors import SpecError
+from slimline.pipelines.schedule import (
+    Busy,
+    Scheduler,
+    check_cron,
+    fire_times,
+    last_fire,
+    single_flight,
+    tick_of,
+)
 
 UTC = dt.UTC
 HASH = "0123456789abcdef"
@@ -91,7 +98,7 @@ def test_a_failed_tick_is_retried_at_the_next_step(tmp_path) -> None:
     assert sched.step() == []
 
 
-def test_invalid_cron_is_exit_two(tmp_path, slimline, tiny_spec) -> None:
+def test_invalid_cron_is_exit_two(tmp_path, cli, tiny_spec) -> None:
     import yaml
 
     spec = tmp_path / "s.yaml"
@@ -100,41 +107,13 @@ def test_invalid_cron_is_exit_two(tmp_path, slimline, tiny_spec) -> None:
     )
     spec.write_text(yaml.safe_dump(data))
     for args in (["validate", str(spec)], ["schedule", str(spec), "--next", "3"]):
-        res = slimline(*args)
+        res = cli(*args)
         assert res.returncode == 2
         line = res.stderr.strip()
         assert "\n" not in line and str(spec) in line and "schedule.cron" in line
 
 
-def test_shared_root_check_names_the_blind_node(tmp_path) -> None:
-    # Unit test with a stand-in for Ray; the two-node integration test runs the real path.
-    from cluster.resources import NodeInfo
-    from cluster.storage import ArtifactRootNotShared, check_shared_root
-
-    class FakeRay:
-        def remote(self, fn):
-            class Task:
-                def options(self, **kw):
-                    return self
-
-                def remote(self, path, token):
-                    return fn(path, token) if not FakeRay.blind else False
-
-            return Task()
-
-        def get(self, value, timeout=None):
-            return value
-
-    nodes = [NodeInfo("a1" * 28, "10.0.0.1", 2, 0), NodeInfo("b2" * 28, "10.0.0.2", 2, 0)]
-    FakeRay.blind = False
-    check_shared_root(FakeRay(), nodes, tmp_path / "art")
-    FakeRay.blind = True
-    with pytest.raises(ArtifactRootNotShared, match=r"not visible from node\(s\) 10\.0\.0\.1, 10\.0\.0\.2"):
-        check_shared_root(FakeRay(), nodes, tmp_path / "art")
-    assert not (tmp_path / "art" / ".slimline-probe").exists()
-
-
-def test_schedule_cli_next_and_emit(tmp_path, slimline, tiny_spec) -> None:
+def test_schedule_cli_next_and_emit(tmp_path, cli, tiny_spec) -> None:
     import yaml
 
     spec = tmp_path / "s.yaml"
@@ -143,12 +122,12 @@ def test_schedule_cli_next_and_emit(tmp_path, slimline, tiny_spec) -> None:
             tiny_spec(tmp_path / "m", "feature-extraction", tmp_path / "a", schedule={"cron": "0 3 * * *"})
         )
     )
-    nxt = slimline("schedule", str(spec), "--next", "3")
+    nxt = cli("schedule", str(spec), "--next", "3")
     assert nxt.returncode == 0 and len(nxt.stdout.splitlines()) == 3
     assert all(line.split()[0].endswith("T03:00:00+00:00") for line in nxt.stdout.splitlines())
-    k8s = slimline("schedule", str(spec), "--emit", "k8s")
+    k8s = cli("schedule", str(spec), "--emit", "k8s")
     docs = list(yaml.safe_load_all(k8s.stdout))
     assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["spec.yaml"] == spec.read_text()
-    assert "OnCalendar=*-*-* 03:00:00 UTC" in slimline("schedule", str(spec), "--emit", "systemd").stdout
+    assert "OnCalendar=*-*-* 03:00:00 UTC" in cli("schedule", str(spec), "--emit", "systemd").stdout

@@ -1,0 +1,6 @@
+"""Distillation techniques: one module each, found by tasks.catalog.
+
+A module holds `CONFIG` (a TechniqueConfig with stage "distill") and
+`apply(cfg, student, teacher, tokenizer, texts, *, task, max_length, device) -> Record`, which
+trains the student in place.
+"""

@@ -1,0 +1,133 @@
+"""Knowledge distillation: a structurally pruned student learns to match its unpruned teacher.
+
+Pruning heads or FFN channels is what makes a model faster on CPUs, and what costs it
+fidelity. A short distillation on unlabeled text wins most of it back:
+- encoders (feature-extraction) match every layer's hidden states (relative MSE) and the last
+  layer's direction (cosine per token and of the pooled embedding);
+- classifiers and causal LMs match the teacher's softened logits (KL).
+The pure math lives in `tasks._kd`; the stage that loads and saves models is `tasks.distill`.
+
+Training is seeded: the same config, text, device and thread count give the same student.
+Dropout is off (the model stays in eval mode) because the student should copy the teacher's
+inference-time function, and noise would only slow that down on a few hundred steps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from .. import _kd, inputs
+from ..base import Record, TaskError, TechniqueConfig
+from ..inputs import input_names
+from ..runtime import cuda_usable
+
+
+class DistillConfig(TechniqueConfig):
+    """How to distil: steps, optimiser and schedule, seed."""
+
+    stage: ClassVar = "distill"
+    method: Literal["distill"] = "distill"
+    steps: int = Field(default=200, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    temperature: float = Field(default=2.0, gt=0)
+    seed: int = 0
+
+    def needs_calibration(self) -> bool:
+        return False  # it reads training text, which the stage gets separately
+
+
+CONFIG = DistillConfig
+
+
+def _device(requested: str) -> torch.device:
+    # A GPU task trains on its GPU; without one (or without CUDA) the CPU does the work.
+    return torch.device("cuda" if requested == "cuda" and cuda_usable() else "cpu")
+
+
+def _batches(texts: list[str], cfg: DistillConfig) -> list[list[str]]:
+    """`cfg.steps` batches drawn epoch by epoch from a seeded shuffle of the texts."""
+    rng = np.random.default_rng(cfg.seed)
+    order: list[int] = []
+    while len(order) < cfg.steps * cfg.batch_size:
+        order.extend(rng.permutation(len(texts)).tolist())
+    return [
+        [texts[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]] for s in range(cfg.steps)
+    ]
+
+
+def _loss(task: str, student: Any, teacher: Any, enc: dict[str, torch.Tensor], t: float) -> torch.Tensor:
+    mask = enc["attention_mask"]
+    with torch.no_grad():
+        t_out = teacher(**enc, output_hidden_states=task == "feature-extraction")
+    s_out = student(**enc, output_hidden_states=task == "feature-extraction")
+    if task == "feature-extraction":
+        parts = _kd.hidden_loss(s_out.hidden_states, t_out.hidden_states, mask)
+        return parts["mse"] + parts["cos_token"] + parts["cos_pooled"]
+    return _kd.logit_kl(s_out.logits, t_out.logits, t, mask if task == "causal-lm" else None)
+
+
+def distill(
+    cfg: DistillConfig,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    task: str,
+    max_length: int = 128,
+    device: str = "cpu",
+) -> Record:
+    """Train `student` in place to imitate `teacher` on `texts`; returns the loss curve and timings."""
+    if not texts:
+        raise TaskError(
+            "distillation needs training text (data.train, or eval data beyond data.eval.samples)"
+        )
+    dev = _device(device)
+    torch.manual_seed(cfg.seed)
+    student.to(dev).eval()
+    teacher.to(dev).eval().requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_fraction * cfg.steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _kd.warmup_linear_decay(s, cfg.steps, warmup))
+    losses: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    names = input_names(student, tokenizer)
+    for batch in _batches(texts, cfg):
+        enc = next(inputs.batches(tokenizer, batch, len(batch), max_length, names, kind="pt"))
+        enc = {k: v.to(dev) for k, v in enc.items()}
+        loss = _loss(task, student, teacher, enc, cfg.temperature)
+        if not torch.isfinite(loss):
+            raise TaskError(f"distillation diverged at step {len(losses) + 1} (loss {loss.item()}); lower lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        tokens += int(enc["attention_mask"].sum())
+    seconds = time.perf_counter() - start
+    student.to("cpu")
+    tenth = max(1, len(losses) // 10)
+    return {
+        "loss_curve": _kd.downsample(losses),
+        "loss_start": float(np.mean(losses[:tenth])),
+        "loss_end": float(np.mean(losses[-tenth:])),
+        "steps": cfg.steps,
+        "train_texts": len(texts),
+        "device": dev.type,
+        "train_seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+    }
+
+
+apply = distill

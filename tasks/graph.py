@@ -1,0 +1,74 @@
+"""The ONNX folder convention, and how two models' outputs are compared.
+
+Every graph stage writes a folder holding `model.onnx` (+ external data), `meta.json` (task,
+inputs, head geometry) and the tokenizer, so later stages and evaluation never need torch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .base import Record, read_json, write_json
+from .inputs import encode
+
+ONNX_NAME = "model.onnx"
+META_NAME = "meta.json"
+
+
+def read_meta(onnx_path: Path) -> Record:
+    """The meta.json written beside an exported graph (carried along by later graph stages)."""
+    return read_json(Path(onnx_path).parent / META_NAME)
+
+
+def write_meta(folder: Path, meta: Record) -> None:
+    """Write a graph folder's meta.json."""
+    write_json(Path(folder) / META_NAME, meta)
+
+
+def copy_sidecars(src_dir: Path, dst_dir: Path) -> None:
+    """Copy meta.json and the tokenizer files, everything but the graph, to a derived graph's folder."""
+    for f in Path(src_dir).iterdir():
+        if f.is_file() and not f.name.startswith(ONNX_NAME):
+            shutil.copy2(f, Path(dst_dir) / f.name)
+
+
+def onnx_size_bytes(onnx_path: Path) -> int:
+    """Bytes of an ONNX graph plus its external-data files."""
+    onnx_path = Path(onnx_path)
+    return sum(p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + "*") if p.is_file())
+
+
+def op_counts(onnx_path: Path) -> dict[str, int]:
+    """Operator histogram of a graph (without loading external weights)."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return dict(Counter(n.op_type for n in graph.node))
+
+
+def tokenizer_of(onnx_path: Path) -> object:
+    """The tokenizer stored beside a graph."""
+    from .load import load_tokenizer
+
+    return load_tokenizer(str(Path(onnx_path).parent))
+
+
+def feeds_for(onnx_path: Path, texts: list[str], batch: int, seq: int) -> dict[str, np.ndarray]:
+    """A real-text feed of exactly (batch, seq) for the graph at `onnx_path`."""
+    return encode(tokenizer_of(onnx_path), texts, batch, seq, read_meta(onnx_path)["inputs"])
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row (sample) of `a` with the same row of `b`, in float64."""
+    a2, b2 = a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64)
+    cos = (a2 * b2).sum(1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1) + 1e-12)
+    return np.clip(cos, -1.0, 1.0)
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(max |a - b|, minimum per-sample cosine) between two batches of outputs."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return float(diff.max()), float(row_cosines(a, b).min())

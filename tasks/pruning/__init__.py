@@ -1,0 +1,5 @@
+"""Pruning techniques: one module each, found by tasks.catalog (modules starting with _ are helpers).
+
+A module holds `CONFIG` (a TechniqueConfig with stage "prune") and
+`apply(cfg, model, batches) -> Record`, which prunes the torch model in place.
+"""
