@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,8 @@ class RayExecutor:
         self._kinds: dict[Any, str] = {}
         self._cancelled: set[Any] = set()
         self._ctx: tuple[Any, Any] | None = None  # (context object, its object ref)
-        self.warm_s = self._prestart() if warm else 0.0
+        if warm:
+            self._prestart()
 
     def __enter__(self) -> RayExecutor:
         return self
@@ -125,12 +125,10 @@ class RayExecutor:
                 log.warning("ray.shutdown: %s", exc)
         self._owns = False
 
-    def _prestart(self) -> float:
+    def _prestart(self) -> None:
         """Start and warm one worker per slot, so the first stages do not pay interpreter start-up."""
-        start = time.perf_counter()
         warm = self._ray.remote(_warm).options(num_cpus=self.cpus_per_task, num_gpus=0)
         self._ray.get([warm.remote() for _ in range(self.workers)])
-        return time.perf_counter() - start
 
     @property
     def workers(self) -> int:

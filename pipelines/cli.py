@@ -236,16 +236,16 @@ def techniques(markdown: bool) -> None:
     """The technique catalog: every pruning, distillation and quantization method and its settings."""
     from ..tasks.catalog import techniques as catalog
 
+    order = ("prune", "distill", "quantize")  # the order a variant's stages run in
     rows = [["stage", "name", "what it does", "settings (defaults)", "needs"]]
-    for name, t in catalog().items():
+    for name, t in sorted(catalog().items(), key=lambda kv: (order.index(kv[1].config.stage), kv[0])):
         fields = t.config.model_fields
         settings = ", ".join(
-            f"`{k}`" + ("" if f.is_required() else f"={f.default!r}")
-            for k, f in fields.items()
+            f"`{k}`" + ("" if f.is_required() else f": {json.dumps(f.default)}")
+            for k, f in sorted(fields.items(), key=lambda kv: not kv[1].is_required())  # required first
             if k != "method"
         )
-        needs = "a GPU" if t.config.needs_gpu else ""
-        rows.append([t.config.stage, f"`{name}`", t.doc, settings, needs])
+        rows.append([t.config.stage, f"`{name}`", t.doc, settings, "a GPU" if t.config.needs_gpu else ""])
     if markdown:
         click.echo("\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * 5, *rows[1:]]))
         return

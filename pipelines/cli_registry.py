@@ -169,8 +169,7 @@ def echo_registered(manifest: dict[str, Any]) -> None:
 @click.command()
 @click.option("--tracking-uri", default=None, help=URI_HELP)
 @click.option("--port", type=int, default=5000, show_default=True)
-@click.pass_context
-def ui(ctx: click.Context, tracking_uri: str | None, port: int) -> None:
+def ui(tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the configured store."""
     from ..registry.store import artifact_root, resolve_uri
 

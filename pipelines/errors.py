@@ -1,4 +1,4 @@
-"""The two families of error (DESIGN.md): fatal bad input (exit 2) and per-variant failures."""
+"""Fatal bad input (exit 2). The other family, per-variant failures, is records (see records.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,3 @@ class FatalInputError(Exception):
 
 class SpecError(FatalInputError):
     """The spec file is invalid."""
-
-
-class RunFailed(Exception):
-    """The run could not produce the baseline and at least one variant; exit 1."""
-
-    exit_code = 1

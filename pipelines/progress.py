@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..tasks.base import Record
 from .plan import Plan, Stage
+from .records import Status
 
 STYLE = {"running": "cyan", "done": "green", "cached": "blue", "failed": "red", "skipped": "yellow"}
 
@@ -51,8 +52,8 @@ class SweepProgress:
         """Learn which variants each stage serves."""
         for v in plan.variants:
             self._labels[v.id] = v.label
-            if v.status == "skipped":
-                self._state[v.id] = ("skipped", v.reason or "")
+            if v.status == Status.SKIPPED:
+                self._state[v.id] = (Status.SKIPPED, v.reason or "")
                 continue
             self._state[v.id] = ("waiting", "")
             for sid in v.stages:
@@ -68,13 +69,13 @@ class SweepProgress:
 
     def finished(self, stage: Stage, record: Record) -> None:
         """Mark the variants this stage serves with its outcome."""
-        status = record.get("status", "succeeded")
+        status = record.get("status", Status.SUCCEEDED)
         if stage.kind != "latency":
             self._counts["done"] += 1
         for vid in self._served(stage):
-            if self._state[vid][0] == "failed":
+            if self._state[vid][0] == Status.FAILED:
                 continue
-            if status in ("failed", "skipped"):
+            if status in (Status.FAILED, Status.SKIPPED):
                 self._state[vid] = (status, str(record.get("reason") or "")[:70])
             elif record.get("cached"):
                 self._state[vid] = ("cached", stage.kind)
@@ -86,7 +87,7 @@ class SweepProgress:
         self._refresh()
 
     def _log(self, stage: Stage, record: Record) -> None:
-        status = record.get("status", "succeeded")
+        status = record.get("status", Status.SUCCEEDED)
         secs = record.get("seconds")
         detail = f" ({secs:.1f}s)" if secs else ""
         if record.get("reason"):
@@ -100,7 +101,9 @@ class SweepProgress:
 
     def _served(self, stage: Stage) -> list[str]:
         if stage.kind == "latency":  # one timing task for every variant still standing
-            return [vid for vid, (state, _) in self._state.items() if state not in ("failed", "skipped")]
+            return [
+                vid for vid, (state, _) in self._state.items() if state not in (Status.FAILED, Status.SKIPPED)
+            ]
         return self._variants.get(stage.id, [])
 
     def _refresh(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .records import DONE
 from .spec import SelectSpec
 
 # Metrics where larger is better; every other objective is minimised.
@@ -20,7 +21,7 @@ def select(variants: list[dict[str, Any]], spec: SelectSpec) -> tuple[list[str],
     rejected: dict[str, str] = {}
     feasible = []
     for v in variants:
-        if v["status"] not in ("succeeded", "cached"):
+        if v["status"] not in DONE:
             rejected[v["id"]] = f"{v['status']}: {v.get('reason') or 'no result'}"
             continue
         m = v["metrics"]

@@ -97,15 +97,10 @@ def _dispatch(
         texts = ctx.calibration or ctx.eval_texts
         return {"latency": evaluate.onnx_latency_many(graphs, lat, texts, device=ctx.device)}
     assert src is not None  # every other stage has a parent
+    # Techniques that read calibration text get it (their `needs_calibration` decides).
+    text = {"calibration": ctx.calibration, "max_length": ctx.max_length}
     if kind == "prune":
-        return prune.apply(
-            make_config(cfg, "prune"),
-            src,
-            out,
-            task=ctx.task,
-            calibration=ctx.calibration,
-            max_length=ctx.max_length,
-        )
+        return prune.apply(make_config(cfg, "prune"), src, out, task=ctx.task, **text)
     if kind == "distill":
         return distill.apply(
             make_config(cfg, "distill"),
@@ -124,14 +119,7 @@ def _dispatch(
     if kind == "optimize":
         return optimize.apply(optimize.OptimizeConfig.model_validate(cfg), src, out, texts=ctx.calibration)
     if kind == "quantize":
-        return quantize.apply(
-            make_config(cfg, "quantize"),
-            src,
-            out,
-            calibration=ctx.calibration,
-            device=ctx.device,
-            max_length=ctx.max_length,
-        )
+        return quantize.apply(make_config(cfg, "quantize"), src, out, device=ctx.device, **text)
     if kind == "reference":
         return _reference(src, inputs[stage["needs"][0]], out, ctx)
     if kind == "evaluate":

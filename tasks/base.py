@@ -34,7 +34,7 @@ class UnsupportedArchitecture(TaskError):
 
 
 class StepConfig(BaseModel):
-    """Frozen, versioned configuration of one technique.
+    """Frozen, versioned configuration of one stage (a technique, export, optimize, ...).
 
     `version` is bumped whenever the same config would produce a different artifact, so that
     content-hash stage ids change with it and stale cache entries are never reused.

@@ -34,59 +34,19 @@ class Family:
     head_dim_in_config: bool = False
 
 
+# name, layers, q, k, v, o, ffn_in, ffn_out, heads_attr, ffn_attr (then the optional fields)
 FAMILIES: tuple[Family, ...] = (
-    Family(
-        name="bert",
-        layers="encoder.layer",
-        q="attention.self.query",
-        k="attention.self.key",
-        v="attention.self.value",
-        o="attention.output.dense",
-        ffn_in=("intermediate.dense",),
-        ffn_out="output.dense",
-        heads_attr="num_attention_heads",
-        ffn_attr="intermediate_size",
-    ),
-    Family(
-        name="distilbert",
-        layers="transformer.layer",
-        q="attention.q_lin",
-        k="attention.k_lin",
-        v="attention.v_lin",
-        o="attention.out_lin",
-        ffn_in=("ffn.lin1",),
-        ffn_out="ffn.lin2",
-        heads_attr="n_heads",
-        ffn_attr="hidden_dim",
-    ),
-    Family(
-        name="gpt2",
-        layers="h",
-        q="attn.c_attn",
-        k="attn.c_attn",
-        v="attn.c_attn",
-        o="attn.c_proj",
-        ffn_in=("mlp.c_fc",),
-        ffn_out="mlp.c_proj",
-        heads_attr="n_head",
-        ffn_attr="n_inner",
-        fused_qkv=True,
-    ),
-    Family(
-        name="llama",
-        layers="layers",
-        q="self_attn.q_proj",
-        k="self_attn.k_proj",
-        v="self_attn.v_proj",
-        o="self_attn.o_proj",
-        ffn_in=("mlp.up_proj", "mlp.gate_proj"),
-        ffn_out="mlp.down_proj",
-        heads_attr="num_attention_heads",
-        ffn_attr="intermediate_size",
-        kv_heads_attr="num_key_value_heads",
-        head_dim_in_config=True,
-    ),
-)
+    Family("bert", "encoder.layer", "attention.self.query", "attention.self.key", "attention.self.value",
+           "attention.output.dense", ("intermediate.dense",), "output.dense", "num_attention_heads",
+           "intermediate_size"),
+    Family("distilbert", "transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+           "attention.out_lin", ("ffn.lin1",), "ffn.lin2", "n_heads", "hidden_dim"),
+    Family("gpt2", "h", "attn.c_attn", "attn.c_attn", "attn.c_attn", "attn.c_proj", ("mlp.c_fc",),
+           "mlp.c_proj", "n_head", "n_inner", fused_qkv=True),
+    Family("llama", "layers", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           ("mlp.up_proj", "mlp.gate_proj"), "mlp.down_proj", "num_attention_heads", "intermediate_size",
+           kv_heads_attr="num_key_value_heads", head_dim_in_config=True),
+)  # fmt: skip
 
 SUPPORTED = (
     "BERT-like encoders (BERT, RoBERTa, MiniLM, ELECTRA, ...), DistilBERT, GPT-2, "

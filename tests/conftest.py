@@ -34,59 +34,22 @@ def tiny_config(family: str):
     import transformers as tf
 
     vocab = 30522  # the packaged MiniLM tokenizer's vocabulary, reused by every tiny model
-    if family == "bert":
-        return tf.BertConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=64,
-        )
-    if family == "distilbert":
-        return tf.DistilBertConfig(
-            vocab_size=vocab,
-            dim=32,
-            n_layers=2,
-            n_heads=4,
-            hidden_dim=64,
-            max_position_embeddings=64,
-            num_labels=3,
-        )
-    if family == "gpt2":
-        return tf.GPT2Config(
-            vocab_size=vocab,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            bos_token_id=101,
-            eos_token_id=102,
-        )
-    if family == "llama":  # grouped-query attention: 4 query heads over 2 KV heads
-        return tf.LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=64,
-            bos_token_id=101,
-            eos_token_id=102,
-            pad_token_id=0,
-        )
-    if family == "qwen2":
-        return tf.Qwen2Config(
-            vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
+    # Grouped-query attention for the Llama-likes: 4 query heads over 2 KV heads.
+    decoder = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    decoder |= {"num_key_value_heads": 2, "max_position_embeddings": 64}
+    ids = {"bos_token_id": 101, "eos_token_id": 102}
+    configs = {
+        "bert": (tf.BertConfig, {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}),
+        "distilbert": (tf.DistilBertConfig, {"dim": 32, "n_layers": 2, "n_heads": 4, "num_labels": 3}),
+        "gpt2": (tf.GPT2Config, {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, **ids}),
+        "llama": (tf.LlamaConfig, {**decoder, "head_dim": 8, "pad_token_id": 0, **ids}),
+        "qwen2": (tf.Qwen2Config, decoder),
+    }
+    extra = {"bert": {"intermediate_size": 64, "max_position_embeddings": 64}}
+    extra["distilbert"] = {"hidden_dim": 64, "max_position_embeddings": 64}
+    if family in configs:
+        cls, kwargs = configs[family]
+        return cls(vocab_size=vocab, **kwargs, **extra.get(family, {}))
     raise ValueError(family)
 
 

@@ -28,7 +28,7 @@ from ..runtime import cuda_usable
 
 
 class DistillConfig(TechniqueConfig):
-    """How to distil: steps, optimiser and schedule, seed."""
+    """Distil each shape-changed student from the base model (set as `variants.distillation`)."""
 
     stage: ClassVar = "distill"
     method: Literal["distill"] = "distill"

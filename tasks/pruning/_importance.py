@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..base import TaskError
+from ..base import TaskError, TechniqueConfig
 from ..families import get_path
 
-Importance = Literal["weight", "activation"]
+
+class StructuredCut(TechniqueConfig):
+    """What the structured cuts share: they change shapes, and may score by activations."""
+
+    stage: ClassVar = "prune"
+    changes_shapes: ClassVar = True
+    importance: Literal["weight", "activation"] = "weight"
+
+    def needs_calibration(self) -> bool:
+        return self.importance == "activation"
 
 
 def require_batches(batches: list[dict[str, Tensor]] | None, what: str) -> list[dict[str, Tensor]]:

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from .. import _structural as st
-from ..base import Record, TechniqueConfig
+from ..base import Record
 from ..families import detect, get_path, layers_of
-from ._importance import Importance, input_abs_means, require_batches
+from ._importance import StructuredCut, input_abs_means, require_batches
 
 
-class FFNConfig(TechniqueConfig):
+class FFNConfig(StructuredCut):
     """Remove `amount` of the FFN intermediate channels in every layer."""
 
-    stage: ClassVar = "prune"
-    changes_shapes: ClassVar = True
     method: Literal["ffn"] = "ffn"
     amount: float = Field(gt=0.0, lt=1.0)
-    importance: Importance = "weight"
-
-    def needs_calibration(self) -> bool:
-        return self.importance == "activation"
 
 
 CONFIG = FFNConfig

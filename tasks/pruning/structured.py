@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..base import Record, TechniqueConfig
+from ..base import Record
 from . import ffn, heads
-from ._importance import Importance
+from ._importance import StructuredCut
 
 
-class StructuredConfig(TechniqueConfig):
+class StructuredConfig(StructuredCut):
     """Remove `heads` of the attention heads and `ffn` of the FFN channels in every layer."""
 
-    stage: ClassVar = "prune"
-    changes_shapes: ClassVar = True
     method: Literal["structured"] = "structured"
     heads: float = Field(gt=0.0, lt=1.0)
     ffn: float = Field(gt=0.0, lt=1.0)
-    importance: Importance = "weight"
-
-    def needs_calibration(self) -> bool:
-        return self.importance == "activation"
 
     def parts(self) -> tuple[heads.HeadsConfig, ffn.FFNConfig]:
         """The heads cut and the FFN cut this config stands for."""

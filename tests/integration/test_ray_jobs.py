@@ -152,7 +152,7 @@ def test_two_node_cluster_runs_stages_on_both_nodes(tiny_model, tiny_spec, tmp_p
             tiny_spec(tiny_model("bert"), "feature-extraction", tmp_path / "a", variants=variants)
         )
         with RayExecutor(address=cluster.address) as ex:
-            assert ex.describe()["nodes"] == 2 and ex.describe()["workers"] == 2
+            assert ex.describe().nodes == 2 and ex.describe().workers == 2
             start = time.monotonic()
             manifest = run(spec, ex)
         assert manifest["status"] == "succeeded", manifest["variants"]

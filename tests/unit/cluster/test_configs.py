@@ -63,7 +63,7 @@ def test_dockerfile_builds_a_cuda_image_with_slimline() -> None:
     assert text.startswith("#") and "\nFROM " in text
     assert "download.pytorch.org/whl/cu" in text  # CUDA torch, not the CPU build
     assert 'pip install --no-cache-dir ".[demo]"' in text  # slimline; onnxruntime-gpu comes with it
-    for pkg in ("pipelines", "tasks", "cluster", "registry"):
+    for pkg in ("slimline", "pipelines", "tasks", "cluster", "registry"):  # every folder the wheel maps
         assert f"COPY --chown=ray:users {pkg} ./{pkg}" in text
 
 
