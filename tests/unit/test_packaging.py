@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from importlib.metadata import distribution
@@ -71,3 +72,15 @@ def test_tasks_import_nothing_of_ours_but_tasks() -> None:
 
 def test_tests_run_against_the_installed_package() -> None:
     assert "site-packages" in slimline.tasks.__file__ or "dist-packages" in slimline.tasks.__file__
+
+
+def test_an_uploaded_source_tree_runs_as_the_package(tmp_path: Path) -> None:
+    # `slimline submit --with-project` uploads the checkout and runs `python -m slimline` in it.
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("slimline", "pipelines", "tasks", "cluster", "registry"):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = _python(
+        "import slimline.tasks.catalog as c; print(c.__file__, sorted(c.techniques())[0])", tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "tasks" / "catalog.py"), "distill"]
