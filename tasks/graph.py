@@ -49,6 +49,27 @@ def op_counts(onnx_path: Path) -> dict[str, int]:
     return dict(Counter(n.op_type for n in graph.node))
 
 
+def without_initializer_shapes(onnx_path: Path) -> Path:
+    """The graph with no `value_info` for its weights: a copy beside it, or itself when it has none.
+
+    The ORT optimizer records shapes for initializers too; a quantizer that transposes a weight
+    (a classifier head's Gemm with transB) then meets its own stale shape, and ONNX shape
+    inference fails ("Inferred shape and existing shape differ"). Weights carry their shapes
+    themselves, so dropping those entries loses nothing. The copy is a new file, never the
+    input rewritten: the input may be a hard link to a cached stage output.
+    """
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    stale = [v for v in model.graph.value_info if v.name in weights]
+    if not stale:
+        return Path(onnx_path)
+    for v in stale:
+        model.graph.value_info.remove(v)
+    out = Path(onnx_path).with_name("model.shapes.onnx")  # beside it: external data stays found
+    onnx.save(model, str(out))
+    return out
+
+
 def tokenizer_of(onnx_path: Path) -> object:
     """The tokenizer stored beside a graph."""
     from .load import load_tokenizer

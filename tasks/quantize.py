@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .base import Record, TechniqueConfig, atomic_dir
 from .catalog import technique_of
-from .graph import ONNX_NAME, copy_sidecars, onnx_size_bytes, op_counts, read_meta
+from .graph import ONNX_NAME, copy_sidecars, onnx_size_bytes, op_counts, read_meta, without_initializer_shapes
 
 
 def _private_input(src: Path, where: Path) -> Path:
@@ -60,7 +60,7 @@ def apply(
     src = Path(onnx_path)
     read_meta(src)  # fail early, with a clear error, on a folder that is not a slimline graph
     with atomic_dir(Path(out_dir)) as tmp, _quiet_root_logger():
-        graph = _private_input(src, tmp / "input")
+        graph = without_initializer_shapes(_private_input(src, tmp / "input"))
         technique.apply(
             cfg, graph, tmp / ONNX_NAME, calibration=calibration, device=device, max_length=max_length
         )
