@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .cli_cluster import jobs, schedule, submit
-from .cli_common import fail, spec_or_exit
+from .cli_common import fail, spec_or_exit, stdout_to_stderr
 from .cli_registry import echo_registered, registry, ui
 from .errors import FatalInputError
 from .ports import Registry
@@ -111,53 +111,18 @@ def run(
     as_json: bool,
 ) -> None:
     """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
-    from ..tasks.base import TaskError
-    from .progress import SweepProgress
-    from .publish import publish
     from .records import RunStatus
-    from .run import preflight
-    from .run import run as run_pipeline
 
     spec = spec_or_exit(ctx, spec_path)
-    debug = ctx.obj["debug"]
     reg = _registry(registry_kind, tracking_uri, spec)
-    interrupted = False
-    try:
-        reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
-        preflight(spec)  # bad model or data: exit 2 before a cluster is started
-        with _executor(executor, address, spec, debug) as ex, SweepProgress(title=spec.name) as progress:
-            try:
-                manifest = run_pipeline(
-                    spec, ex, threads=threads, observer=progress, max_in_flight=max_in_flight, tick_id=tick_id
-                )
-            except KeyboardInterrupt:
-                interrupted = True  # the manifest is written; leave the contexts, then exit 130
-    except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
-        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
-    except TaskError as exc:  # bad model source or data: still bad input, still one line
-        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
-    except KeyboardInterrupt:
-        interrupted = True
-    if interrupted:
-        click.echo(
-            f"interrupted: finished stages stay cached under {spec.artifacts}; the manifest records the rest",
-            err=True,
-        )
-        sys.exit(130)
-    run_dir = Path(spec.artifacts) / manifest["run_id"]
-    code = 1 if manifest["status"] == RunStatus.FAILED else 0
-    if code == 0:
-        try:
-            manifest = publish(reg, manifest, spec, run_dir)
-        except Exception as exc:  # the server went away mid-run: the manifest keeps everything
-            if debug:
-                raise
-            click.echo(
-                f"error: registry {reg.describe()}: {type(exc).__name__}: {exc}; nothing is lost, register "
-                f"later with: slimline registry push {run_dir}",
-                err=True,
-            )
-            code = 1
+    options = {"threads": threads, "max_in_flight": max_in_flight, "tick_id": tick_id}
+    # With --json, stdout is the one JSON document: whatever Ray or MLflow print goes to stderr.
+    with stdout_to_stderr(as_json):
+        manifest = _sweep(ctx, spec_path, spec, reg, executor, address, options)
+        code = 1 if manifest["status"] == RunStatus.FAILED else 0
+        run_dir = Path(spec.artifacts) / manifest["run_id"]
+        if code == 0:
+            manifest, code = _publish(ctx, reg, manifest, spec, run_dir)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, default=str))
     else:
@@ -165,6 +130,64 @@ def run(
         click.echo(f"report: {run_dir / 'report.html'}\nmanifest: {run_dir / 'manifest.json'}")
         echo_registered(manifest)
     sys.exit(code)
+
+
+def _sweep(
+    ctx: click.Context,
+    spec_path: str,
+    spec: Any,
+    reg: Registry,
+    executor: str,
+    address: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's manifest; bad input exits 2 with one line, Ctrl-C exits 130 once it is written."""
+    from ..tasks.base import TaskError
+    from .progress import SweepProgress
+    from .run import preflight
+    from .run import run as run_pipeline
+
+    try:
+        reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
+        preflight(spec)  # bad model or data: exit 2 before a cluster is started
+        with (
+            _executor(executor, address, spec, ctx.obj["debug"]) as ex,
+            SweepProgress(title=spec.name) as progress,
+        ):
+            try:
+                return run_pipeline(spec, ex, observer=progress, **options)
+            except KeyboardInterrupt:
+                pass  # the manifest is written; leave the contexts (Ray shuts down), then exit 130
+    except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
+    except TaskError as exc:  # bad model source or data: still bad input, still one line
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
+    except KeyboardInterrupt:
+        pass
+    click.echo(
+        f"interrupted: finished stages stay cached under {spec.artifacts}; the manifest records the rest",
+        err=True,
+    )
+    sys.exit(130)
+
+
+def _publish(
+    ctx: click.Context, reg: Registry, manifest: dict[str, Any], spec: Any, run_dir: Path
+) -> tuple[dict[str, Any], int]:
+    """Publish a finished run; a store that went away mid-run is exit 1, with how to push later."""
+    from .publish import publish
+
+    try:
+        return publish(reg, manifest, spec, run_dir), 0
+    except Exception as exc:  # the server went away mid-run: the manifest keeps everything
+        if ctx.obj["debug"]:
+            raise
+        click.echo(
+            f"error: registry {reg.describe()}: {type(exc).__name__}: {exc}; nothing is lost, register "
+            f"later with: slimline registry push {run_dir}",
+            err=True,
+        )
+        return manifest, 1
 
 
 def _registry(kind: str, flag: str | None, spec: Any) -> Registry:

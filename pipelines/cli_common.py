@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -45,3 +48,32 @@ def guarded(ctx: click.Context, fn: Callable[[], T], unexpected: str | None = No
         if unexpected is None:
             raise
         fail(ctx, FatalInputError(f"{unexpected}: {exc}"))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """Send everything written to stdout, by Python or by native code, to stderr for the block.
+
+    Ray prints worker notices ("(raylet) A worker died ...") to the driver's stdout from its own
+    threads; `--json` promises one JSON document there. Both the Python stream and file
+    descriptor 1 are redirected, and restored after.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, io.UnsupportedOperation, ValueError):  # in-memory streams (click's runner)
+        fd = err_fd = None
+    saved = os.dup(fd) if fd is not None else None
+    if fd is not None and err_fd is not None:
+        os.dup2(err_fd, fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None and fd is not None:
+            os.dup2(saved, fd)
+            os.close(saved)

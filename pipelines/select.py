@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .records import DONE
@@ -9,6 +10,24 @@ from .spec import SelectSpec
 
 # Metrics where larger is better; every other objective is minimised.
 MAXIMISE = {"fidelity", "accuracy", "throughput", "speedup_vs_baseline"}
+
+
+def _problems(m: dict[str, Any], spec: SelectSpec) -> list[str]:
+    """Why a variant's metrics make it infeasible: unmeasured, not finite, or out of bounds."""
+    why = []
+    for name in sorted({*spec.constraints, *spec.objectives}):
+        value = m.get(name)
+        if value is None:
+            why.append(f"{name} not measured")
+        elif not math.isfinite(float(value)):  # NaN compares false with any bound: never feasible
+            why.append(f"{name} is not finite")
+        elif name in spec.constraints:
+            bound = spec.constraints[name]
+            if bound.min is not None and value < bound.min:
+                why.append(f"{name} {value:.4g} < min {bound.min:g}")
+            elif bound.max is not None and value > bound.max:
+                why.append(f"{name} {value:.4g} > max {bound.max:g}")
+    return why
 
 
 def _key(metrics: dict[str, Any], objective: str) -> float:
@@ -24,18 +43,7 @@ def select(variants: list[dict[str, Any]], spec: SelectSpec) -> tuple[list[str],
         if v["status"] not in DONE:
             rejected[v["id"]] = f"{v['status']}: {v.get('reason') or 'no result'}"
             continue
-        m = v["metrics"]
-        why = []
-        for name, bound in spec.constraints.items():
-            if m.get(name) is None:
-                why.append(f"{name} not measured")
-            elif bound.min is not None and m[name] < bound.min:
-                why.append(f"{name} {m[name]:.4g} < min {bound.min:g}")
-            elif bound.max is not None and m[name] > bound.max:
-                why.append(f"{name} {m[name]:.4g} > max {bound.max:g}")
-        missing = [o for o in spec.objectives if m.get(o) is None]
-        if missing:
-            why.append(f"objective(s) not measured: {', '.join(missing)}")
+        why = _problems(v["metrics"], spec)
         if why:
             rejected[v["id"]] = "; ".join(why)
         else:
@@ -70,17 +78,14 @@ def gate(candidate: dict[str, Any], champion: dict[str, Any] | None, spec: Selec
     The candidate must meet every constraint and beat the champion on the first objective;
     with no champion yet, meeting the constraints is enough.
     """
-    for name, bound in spec.constraints.items():
-        value = candidate.get(name)
-        if value is None:
-            return False, f"candidate has no {name}"
-        if (bound.min is not None and value < bound.min) or (bound.max is not None and value > bound.max):
-            return False, f"candidate {name} {value:.4g} is outside the constraint"
+    problems = _problems(candidate, spec)
+    if problems:
+        return False, f"candidate: {'; '.join(problems)}"
     first = spec.objectives[0]
     if champion is None:
         return True, "no current champion"
-    if candidate.get(first) is None or champion.get(first) is None:
-        return False, f"{first} missing on the candidate or the champion"
+    if champion.get(first) is None or not math.isfinite(float(champion[first])):
+        return False, f"the champion's {first} is missing or not finite: nothing to compare with"
     new, old = _key(candidate, first), _key(champion, first)
     if new < old:
         return True, f"{first} {candidate[first]:.4g} beats the champion's {champion[first]:.4g}"

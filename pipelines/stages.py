@@ -7,6 +7,7 @@ file exists is finished: it is returned as cached without any work.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -173,4 +174,7 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
         metrics["accuracy"] = evaluate.accuracy(got, ctx.labels)
     if ctx.task == "causal-lm":
         metrics["perplexity"] = evaluate.perplexity(got)
+    bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(v))
+    if bad:
+        raise TaskError(f"non-finite metrics: {', '.join(bad)}")
     return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}

@@ -40,7 +40,8 @@ class StepConfig(BaseModel):
     content-hash stage ids change with it and stale cache entries are never reused.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN or infinity in a setting is a mistake, never a value to compute with.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     version: ClassVar[int] = 1
 
     def to_json(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .base import StepConfig
+from .base import StepConfig, TaskError
 from .graph import read_meta, row_cosines, tokenizer_of
 from .inputs import TaskWrapper, batches, encode, input_names, torch_forward
 from .runtime import session
@@ -72,7 +72,10 @@ def _collect(
 ) -> Outputs:
     parts, nll, count = [], 0.0, 0
     for feed in batches(tokenizer, texts, batch_size, max_length, names):
-        values, s, c = _reduce(task, run(feed).astype(np.float32), feed["attention_mask"], feed["input_ids"])
+        out = run(feed).astype(np.float32)
+        if not np.isfinite(out).all():  # NaN fidelity would compare as "not below the minimum"
+            raise TaskError(f"non-finite outputs ({int((~np.isfinite(out)).sum())} values)")
+        values, s, c = _reduce(task, out, feed["attention_mask"], feed["input_ids"])
         parts.append(values)
         nll, count = nll + s, count + c
     return Outputs(task, np.concatenate(parts), nll / count if count else None)

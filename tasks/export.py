@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -51,8 +52,10 @@ def check_parity(
     results = []
     for batch, seq in cfg.parity_shapes:
         feed = encode(tokenizer, texts, batch, seq, names)
-        got = sess.run(None, feed)[0]
-        max_abs, cos = compare(got, torch_forward(wrapped, feed, names))
+        got, want = sess.run(None, feed)[0], torch_forward(wrapped, feed, names)
+        if not (np.isfinite(got).all() and np.isfinite(want).all()):
+            raise TaskError(f"non-finite outputs at batch {batch} x seq {seq} (torch or ONNX Runtime)")
+        max_abs, cos = compare(got, want)
         results.append({"batch": batch, "seq": seq, "max_abs": max_abs, "cosine": cos})
         if not (max_abs <= cfg.atol and cos >= cfg.min_cosine):
             raise ParityError(

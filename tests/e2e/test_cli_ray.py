@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,41 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_resume_recomputes_nothing(spec_
     # Every stage that had finished before Ctrl-C was reused as it was, not rewritten.
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     assert json.loads(exe_res.stdout)["status"] == "succeeded"
+
+
+def _busy_ray_workers() -> list[int]:
+    """Pids of Ray workers running a slimline stage (their process title is `ray::slimline:<kind>`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and title.startswith(b"ray::slimline:"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_json_stdout_is_one_document_when_a_worker_dies(spec_file) -> None:
+    exe = Path(sys.executable).with_name("slimline")
+    proc = subprocess.Popen(
+        [str(exe), "run", str(spec_file), "--json", "--registry", "none"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    killed = []
+    for line in proc.stderr:  # once the sweep is under way, kill a worker in the middle of a stage
+        if "succeeded export" in line:
+            deadline = time.monotonic() + 30
+            while not killed and time.monotonic() < deadline:
+                for pid in _busy_ray_workers()[:1]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+            break
+    out, err = proc.communicate(timeout=600)
+    assert killed, "no Ray worker was busy with a stage"
+    manifest = json.loads(out)  # Ray's "(raylet) A worker died ..." went to stderr, not here
+    assert manifest["status"] in ("succeeded", "partial") and proc.returncode == 0, err[-3000:]

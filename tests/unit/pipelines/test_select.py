@@ -66,7 +66,22 @@ def test_champion_gate() -> None:
     assert not stays and "does not beat" in why
     assert not gate(fast, fast, spec)[0]  # a tie does not move the alias
     unfaithful = {**fast, "fidelity": 0.5}
-    assert gate(unfaithful, None, spec) == (False, "candidate fidelity 0.5 is outside the constraint")
+    assert gate(unfaithful, None, spec) == (False, "candidate: fidelity 0.5 < min 0.9")
     # Larger-is-better objectives compare the other way round.
     by_fidelity = SelectSpec(objectives=["fidelity"])
     assert gate(slow, fast, by_fidelity)[0] and not gate(fast, slow, by_fidelity)[0]
+
+
+def test_non_finite_metrics_are_never_selected_nor_gated_in() -> None:
+    nan, inf = float("nan"), float("inf")
+    variants = [
+        _v("nan", fidelity=nan, latency_p50_ms=1, size_mb=1),  # NaN < 0.98 is False: no bound catches it
+        _v("inf", fidelity=0.99, latency_p50_ms=inf, size_mb=1),
+        _v("ok", fidelity=0.99, latency_p50_ms=5, size_mb=5),
+    ]
+    chosen, rejected = select(variants, SPEC)
+    assert chosen == ["ok"]
+    assert rejected["nan"] == "fidelity is not finite" and rejected["inf"] == "latency_p50_ms is not finite"
+    assert gate(variants[0]["metrics"], None, SPEC) == (False, "candidate: fidelity is not finite")
+    moved, why = gate(variants[2]["metrics"], {"latency_p50_ms": nan}, SPEC)
+    assert not moved and "not finite" in why

@@ -60,6 +60,11 @@ BAD = [
         "select.constraints.fidelity.minimum: unknown key",
     ),
     (_with("resources.gpus_per_task", -1), "resources.gpus_per_task"),
+    (
+        _with("select.constraints", {"fidelity": {"min": float("nan")}}),
+        "select.constraints.fidelity.min: Input should be a finite number",
+    ),
+    (_with("export", {"atol": float("inf")}), "export.atol: Input should be a finite number"),
     (_with("data.eval", {"builtin": "wikipedia"}), "data.eval"),
     (_with("name", "bad name!"), "name: String should match pattern"),
     (_with("evaluate.latency", {"repeats": 1}), "evaluate.latency.repeats"),
