@@ -13,14 +13,23 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..tasks.base import TechniqueConfig, package_version
+from ..tasks.base import StepConfig, TechniqueConfig, package_version
 from ..tasks.export import ExportConfig
+from ..tasks.load import LoadConfig
 from ..tasks.optimize import OptimizeConfig
 from .records import Status
 from .spec import Spec, variant_axes
 
 # The libraries whose changes change artifacts: their versions join every stage id.
-ARTIFACT_LIBRARIES = ("slimline", "torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime")
+ARTIFACT_LIBRARIES = (
+    "slimline",
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxscript",  # the dynamo exporter's ONNX builder
+    "onnxruntime-gpu",
+    "onnxruntime",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -29,18 +38,27 @@ def library_versions() -> dict[str, str]:
 
 
 def stage_id(
-    parent: str | None, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
+    parent: str | None,
+    kind: str,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    version: int = 1,
 ) -> str:
-    """Content hash of a stage's inputs."""
+    """Content hash of a stage's inputs: parent, config and its version, data, library versions."""
     payload = {
         "parent": parent,
         "kind": kind,
         "config": config,
+        "config_version": version,
         "extra": extra or {},
         "versions": library_versions(),
     }
     return f"{kind}-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
+
+# Stages without a config (they measure): bump a number when what the stage computes changes,
+# so that cached results of the old computation are not reused.
+LOGIC_VERSIONS = {"reference": 1, "evaluate": 1}
 
 # Rough relative cost of each stage kind (measured on MiniLM, 1 thread), for scheduling order only.
 STAGE_COST = {"load": 3.0, "prune": 1.0, "export": 8.0, "optimize": 2.0, "reference": 2.0, "quantize": 2.0}
@@ -81,6 +99,7 @@ class Plan:
     stages: dict[str, Stage]
     variants: list[Variant]
     baseline: str  # id of the none × none variant
+    model_digest: str | None = None  # content digest of the base model, as its load stage id hashes it
 
     def children(self, sid: str) -> list[str]:
         """Stage ids whose parent is `sid`."""
@@ -142,12 +161,19 @@ def _cannot_run(spec: Spec, techniques: list[TechniqueConfig | None], gpus_avail
 
 
 def build_plan(
-    spec: Spec, data_digest: str, *, gpus_available: bool = False, train_digest: str | None = None
+    spec: Spec,
+    data_digest: str,
+    *,
+    gpus_available: bool = False,
+    train_digest: str | None = None,
+    model_digest: str | None = None,
 ) -> Plan:
     """Expand the spec's grid into stages and variants.
 
-    With distillation enabled, every structurally pruned model is distilled (from the loaded base
-    model, on the training text `train_digest` identifies) before it is exported.
+    The load stage's id hashes the model's content (`model_digest`), not where it lies, so a
+    model edited in place is a new input and a moved one is not. With distillation enabled,
+    every shape-changing pruned model is distilled (from the loaded base model, on the training
+    text `train_digest` identifies) before it is exported.
     """
     prunings, quants = variant_axes(spec)
     res = {"num_cpus": float(spec.resources.cpus_per_task), "num_gpus": float(spec.resources.gpus_per_task)}
@@ -155,19 +181,25 @@ def build_plan(
 
     def add(
         kind: str,
-        cfg: dict[str, Any],
+        cfg: StepConfig | None,
         parent: str | None,
         label: str,
         extra: dict[str, Any] | None = None,
         needs: list[str] | None = None,
+        identity: dict[str, Any] | None = None,  # what the id hashes, when not the whole config
     ) -> str:
-        sid = stage_id(parent, kind, cfg, {**(extra or {}), "needs": needs or []})
-        stages.setdefault(sid, Stage(sid, kind, cfg, parent, label, res, needs or []))
+        config = cfg.to_json() if cfg is not None else {}
+        version = cfg.version if cfg is not None else LOGIC_VERSIONS[kind]
+        ident = config if identity is None else identity
+        sid = stage_id(parent, kind, ident, {**(extra or {}), "needs": needs or []}, version)
+        stages.setdefault(sid, Stage(sid, kind, config, parent, label, res, needs or []))
         return sid
 
-    load_cfg = {"method": "load", "source": spec.model.source, "task": spec.model.task}
-    load_id = add("load", load_cfg, None, "load base model")
-    opt_cfg = OptimizeConfig().to_json()
+    load_cfg = LoadConfig(source=spec.model.source, task=spec.model.task)
+    # Content, not path: the model's digest stands for the source (unknown in a dry run: the path).
+    model_id = {"task": spec.model.task, "model": model_digest or f"path:{spec.model.source}"}
+    load_id = add("load", load_cfg, None, "load base model", identity=model_id)
+    opt_cfg = OptimizeConfig()
     kd = spec.variants.distillation.config() if spec.variants.distillation.enabled else None
     variants: list[Variant] = []
     baseline = ""
@@ -178,19 +210,17 @@ def build_plan(
         distilled = kd if p is not None and p.changes_shapes else None
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
-            chain.append(add("prune", p.to_json(), load_id, _label(p), {"data": data_digest}))
+            chain.append(add("prune", p, load_id, _label(p), {"data": data_digest}))
         if distilled is not None:
             plabel += " +kd"
             extra = {"train": train_digest, "max_length": spec.data.max_length}
-            chain.append(
-                add("distill", distilled.to_json(), chain[-1], f"distill {plabel}", extra, [load_id])
-            )
-        chain.append(add("export", xcfg.to_json(), chain[-1], f"export {plabel}", {"data": data_digest}))
+            chain.append(add("distill", distilled, chain[-1], f"distill {plabel}", extra, [load_id]))
+        chain.append(add("export", xcfg, chain[-1], f"export {plabel}", {"data": data_digest}))
         chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {plabel}"))
         if i == 0:
             # Baseline outputs on the eval set (ONNX fp32 and PyTorch fp32), computed once.
             reference = add(
-                "reference", {}, chain[-1], "baseline reference", {"data": data_digest}, [load_id]
+                "reference", None, chain[-1], "baseline reference", {"data": data_digest}, [load_id]
             )
         for q in quants:
             vchain = list(chain)
@@ -203,9 +233,9 @@ def build_plan(
                 v.status, v.reason = Status.SKIPPED, why
             else:
                 if q is not None:
-                    vchain.append(add("quantize", q.to_json(), chain[-1], label, {"data": data_digest}))
-                vchain.append(add("evaluate", {}, vchain[-1], label, {"data": data_digest}, [reference]))
+                    vchain.append(add("quantize", q, chain[-1], label, {"data": data_digest}))
+                vchain.append(add("evaluate", None, vchain[-1], label, {"data": data_digest}, [reference]))
             if i == 0 and q is None:
                 baseline = vid
             variants.append(v)
-    return Plan(stages, variants, baseline)
+    return Plan(stages, variants, baseline, model_digest)

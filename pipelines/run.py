@@ -9,7 +9,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..tasks.base import Record, dir_digest, write_json
+from ..tasks.base import Record, write_json
+from ..tasks.digest import source_digest
 from .data import RunData, prepare_data
 from .manifest import environment, overall_status, variant_rows
 from .plan import Plan, Stage, build_plan, stage_id
@@ -137,7 +138,11 @@ def prepare(
     """The plan and the stage context of a spec: data read, ids computed, nothing run."""
     data = preflight(spec)
     n = spec.data.max_length
-    plan = build_plan(spec, data.digest(n), gpus_available=gpus > 0, train_digest=data.train_digest(n))
+    # File digests are cached beside the stages: a cached run does not read a big checkpoint again.
+    model = source_digest(spec.model.source, Path(stage_root) / "digests.json")
+    plan = build_plan(
+        spec, data.digest(n), gpus_available=gpus > 0, train_digest=data.train_digest(n), model_digest=model
+    )
     ctx = Context(
         root=str(stage_root),
         task=spec.model.task,
@@ -197,7 +202,6 @@ def run(
     )
     base_row = next(r for r in rows if r["id"] == plan.baseline)
     ref = next((r for sid, r in records.items() if sid.startswith("reference-")), {})
-    loaded = next((r for sid, r in records.items() if sid.startswith("load-")), {})
     manifest = {
         "run_id": run_id,
         "spec_hash": spec.digest(),
@@ -219,7 +223,7 @@ def run(
         # Where the computed stages ran (Ray node ids): how a multi-node run shows it used every node.
         "stages_per_node": dict(Counter(str(r["ray_node"]) for r in records.values() if r.get("ray_node"))),
         "submission_id": os.environ.get("SLIMLINE_SUBMISSION_ID"),  # set when submitted as a Ray job
-        "base_model_digest": dir_digest(loaded["resolved"]) if loaded.get("resolved") else None,
+        "base_model_digest": plan.model_digest,  # the digest the load stage's id hashes
     }
     write_json(root / run_id / "spec.json", spec.model_dump(mode="json"))  # what `registry push` reads
     write_json(root / run_id / "manifest.json", manifest)

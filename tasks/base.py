@@ -138,15 +138,3 @@ def dir_size_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def dir_digest(folder: Path | str) -> str:
-    """Content hash of a folder's files (relative names and bytes), e.g. the base model's."""
-    h = hashlib.sha256()
-    root = Path(folder)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
