@@ -106,6 +106,7 @@ class RayExecutor:
         self._timing = timing_node(self.nodes, gpus_per_task)
         self._kinds: dict[Any, str] = {}
         self._cancelled: set[Any] = set()
+        self._feasible: set[tuple[float, float]] = set()  # task shapes already checked against the nodes
         self._ctx: tuple[Any, Any] | None = None  # (context object, its object ref)
         if warm:
             self._prestart()
@@ -147,9 +148,13 @@ class RayExecutor:
         """Start a stage as a Ray task; `exclusive` takes every CPU of the timing node."""
         # The stage's own resources (the plan's), else the executor's default task shape.
         res = stage.get("resources") or {}
+        cpus, gpus = res.get("num_cpus", self.cpus_per_task), res.get("num_gpus", self.gpus_per_task)
+        if (cpus, gpus) not in self._feasible:  # a shape no node fits would wait in Ray forever
+            check_feasible(self.nodes, cpus, gpus, self.address)
+            self._feasible.add((cpus, gpus))
         opts: dict[str, Any] = {
-            "num_cpus": res.get("num_cpus", self.cpus_per_task),
-            "num_gpus": res.get("num_gpus", self.gpus_per_task),
+            "num_cpus": cpus,
+            "num_gpus": gpus,
             "max_retries": self.max_retries,
             "retry_exceptions": False,  # only system failures are retried
             "name": f"slimline:{stage['kind']}",

@@ -1,4 +1,4 @@
-"""The run manifest (DESIGN.md contract): environment, per-variant rows with ratios, overall status."""
+"""The run manifest: environment, per-variant rows with ratios to the baseline, overall status."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     }
     if v.status == Status.SKIPPED:
         return row
-    chain = [records.get(s) or failed("stage", "not run") for s in v.stages]
+    chain = [records.get(s) or failed(s.split("-")[0], "not run") for s in v.stages]
     bad = next((r for r in chain if not succeeded(r)), None)
     if bad is not None:
         row.update(status=bad["status"], reason=bad.get("reason"))

@@ -86,7 +86,7 @@ class Variant:
     pruning: dict[str, Any] | None
     quantization: dict[str, Any] | None
     label: str
-    stages: list[str]  # its chain of stage ids, load first
+    stages: list[str]  # its chain of stage ids, load first (none when its pruning cannot run here)
     distillation: dict[str, Any] | None = None
     status: Status = Status.PLANNED  # planned | skipped
     reason: str | None = None
@@ -208,11 +208,21 @@ def build_plan(
         chain = [load_id]
         plabel = _label(p, xcfg, spec.export)
         distilled = kd if p is not None and p.changes_shapes else None
+        if distilled is not None:
+            plabel += " +kd"
+        if p is not None and (why := _cannot_run(spec, [p], gpus_available)):
+            # Nothing of this pruning can run here: its variants are skipped, and it adds no stages.
+            for q in quants:
+                label = f"{plabel} × {_label(q)}"
+                vid = "v-" + hashlib.sha256(f"{load_id}|{label}".encode()).hexdigest()[:10]
+                v = Variant(vid, p.to_json(), q.to_json() if q else None, label, [], status=Status.SKIPPED)
+                v.reason, v.distillation = why, distilled.to_json() if distilled else None
+                variants.append(v)
+            continue
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
             chain.append(add("prune", p, load_id, _label(p), {"data": data_digest}))
         if distilled is not None:
-            plabel += " +kd"
             extra = {"train": train_digest, "max_length": spec.data.max_length}
             chain.append(add("distill", distilled, chain[-1], f"distill {plabel}", extra, [load_id]))
         chain.append(add("export", xcfg, chain[-1], f"export {plabel}", {"data": data_digest}))

@@ -66,7 +66,8 @@ class Executor(Protocol):
     """Runs stages somewhere. Handles are opaque; `wait` returns the first one to finish.
 
     A stage carries its own `resources` ({"num_cpus", "num_gpus"}); an executor that schedules
-    by resources honours them.
+    by resources honours them. Every record it returns carries a `status` (pipelines.records):
+    a record without one counts as failed.
     """
 
     def submit(

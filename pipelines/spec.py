@@ -1,4 +1,4 @@
-"""The spec contract, version 1 (see DESIGN.md), validated with pydantic; unknown keys are refused."""
+"""The spec contract, version 1 (README: "The spec"), validated with pydantic; unknown keys are refused."""
 
 from __future__ import annotations
 
@@ -68,6 +68,8 @@ class DistillationSpec(DistillConfig):
     """The distillation config itself, plus whether to distil the shape-changing variants at all."""
 
     enabled: bool = False
+    # There is one distillation method: a spec need not name it, and its dump does not repeat it.
+    method: Literal["distill"] = Field(default="distill", exclude=True)
 
     def config(self) -> DistillConfig:
         """The technique config of the distill stage."""
@@ -184,6 +186,8 @@ def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]
         return [None]
     if isinstance(entry, str):
         entry = {"method": entry}
+    if not isinstance(entry.get("method"), str):
+        raise SpecError(f"{where}.method: expected one technique name (got {entry.get('method')!r})")
     try:
         cls = config_class(str(entry.get("method")), stage)
     except UnknownTechnique as exc:

@@ -19,7 +19,7 @@ from ..pipelines.ports import RegisteredVersion, TrackedRun
 from ..pipelines.records import DONE, RunStatus, Status
 from ..pipelines.spec import Spec
 from .lineage import TAG, metrics_of, version_tags
-from .store import artifact_root, bound, check_reachable, client
+from .store import artifact_root, bound, check_reachable, client, masked
 
 
 def _q(value: str) -> str:
@@ -69,8 +69,8 @@ class MlflowRegistry:
         check_reachable(self.uri)
 
     def describe(self) -> str:
-        """Where results go."""
-        return self.uri
+        """Where results go, without any password in the URI (it reaches manifests and logs)."""
+        return masked(self.uri)
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)

@@ -25,7 +25,7 @@ class InMemoryRegistry:
 
     def __init__(self) -> None:
         self.models: dict[str, _Model] = {}
-        self.runs: dict[str, dict[str, Any]] = {}  # run id -> its final manifest (None until finished)
+        self.runs: dict[str, dict[str, Any]] = {}  # run id -> its final manifest ({} until finished)
 
     def check(self) -> None:
         """Always reachable."""
@@ -49,7 +49,11 @@ class InMemoryRegistry:
         for v in model.versions:
             if v.variant == row["id"]:
                 return v.version
-        metrics = {k: float(x) for k, x in row["metrics"].items() if isinstance(x, int | float)}
+        metrics = {
+            k: float(x)
+            for k, x in row["metrics"].items()
+            if isinstance(x, int | float) and not isinstance(x, bool)
+        }
         model.versions.append(RegisteredVersion(name, str(len(model.versions) + 1), row["id"], metrics))
         return model.versions[-1].version
 

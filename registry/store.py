@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,15 @@ class RegistryUnreachable(FatalInputError):
 def resolve_uri(flag: str | None, spec_uri: str | None = None) -> str:
     """--tracking-uri, else the spec's own `registry.tracking_uri`, else MLFLOW_TRACKING_URI, else SQLite."""
     return flag or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def masked(uri: str) -> str:
+    """The URI with the password of its user-info replaced by ***, for messages and artifacts."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def sqlite_path(uri: str) -> Path | None:

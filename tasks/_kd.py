@@ -1,7 +1,7 @@
 """Pure tensor functions of knowledge distillation: the losses, masks and the LR schedule.
 
-Kept apart from `tasks.distill` (which loads models, batches text and saves) so that the
-math can be read, and tested, on its own.
+Kept apart from `tasks.distillation.kd` (which batches text and trains) and `tasks.distill`
+(which loads and saves models), so that the math can be read, and tested, on its own.
 """
 
 from __future__ import annotations

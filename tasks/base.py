@@ -82,11 +82,10 @@ class TechniqueConfig(StepConfig):
 
     def label(self) -> str:
         """A short human label: the method and the fields set away from their defaults."""
-        extras = [
-            f"{k}={v}"
-            for k, v in self.model_dump(mode="json", exclude_defaults=True).items()
-            if k != "method"
-        ]
+        set_fields = self.model_dump(mode="json", exclude_defaults=True)
+        own = [k for k in type(self).__annotations__ if k in set_fields]  # its own fields, then shared ones
+        order = own + [k for k in set_fields if k not in own]
+        extras = [f"{k}={set_fields[k]}" for k in order if k != "method"]
         return f"{self.method}({', '.join(extras)})" if extras else self.method
 
 

@@ -8,6 +8,7 @@ capabilities. `register` adds a module from elsewhere (a plug-in, or a test's to
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -35,12 +36,15 @@ class Technique:
 
 
 _CATALOG: dict[str, Technique] = {}
-_DISCOVERED: list[bool] = []  # set once the built-in modules are in
 
 
 def register(module: ModuleType) -> Technique:
     """Add a technique module to the catalog (idempotent for the same module)."""
     _discover()  # built-ins first, so that a plug-in never hides them or takes their names
+    return _add(module)
+
+
+def _add(module: ModuleType) -> Technique:
     cfg = getattr(module, "CONFIG", None)
     fn = getattr(module, "apply", None)
     if not (isinstance(cfg, type) and issubclass(cfg, TechniqueConfig)) or not callable(fn):
@@ -54,15 +58,13 @@ def register(module: ModuleType) -> Technique:
     return _CATALOG[name]
 
 
+@functools.cache  # once per process; a module that fails to import is tried again next time
 def _discover() -> None:
-    if _DISCOVERED:
-        return
-    _DISCOVERED.append(True)
     for pkg_name in PACKAGES:
         pkg = importlib.import_module(f"{__package__}.{pkg_name}")
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
-                register(importlib.import_module(f"{pkg.__name__}.{info.name}"))
+                _add(importlib.import_module(f"{pkg.__name__}.{info.name}"))
 
 
 def techniques(stage: str | None = None) -> dict[str, Technique]:

@@ -61,9 +61,8 @@ def apply(
     read_meta(src)  # fail early, with a clear error, on a folder that is not a slimline graph
     with atomic_dir(Path(out_dir)) as tmp, _quiet_root_logger():
         graph = without_initializer_shapes(_private_input(src, tmp / "input"))
-        technique.apply(
-            cfg, graph, tmp / ONNX_NAME, calibration=calibration, device=device, max_length=max_length
-        )
+        text = calibration if cfg.needs_calibration() else None  # only techniques that read text get it
+        technique.apply(cfg, graph, tmp / ONNX_NAME, calibration=text, device=device, max_length=max_length)
         shutil.rmtree(tmp / "input")
         copy_sidecars(src.parent, tmp)
     out = Path(out_dir) / ONNX_NAME

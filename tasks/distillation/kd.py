@@ -40,9 +40,6 @@ class DistillConfig(TechniqueConfig):
     temperature: float = Field(default=2.0, gt=0)
     seed: int = 0
 
-    def needs_calibration(self) -> bool:
-        return False  # it reads training text, which the stage gets separately
-
 
 CONFIG = DistillConfig
 

@@ -103,3 +103,6 @@ def test_capabilities_reach_the_plan_without_naming_the_technique(
         v.status == "skipped" and v.reason == "toy-shrink needs a GPU to shrink" for v in toy_rows
     )
     assert all(v.distillation is not None and "+kd" in v.label for v in toy_rows)
+    # A pruning that cannot run here adds no stage at all: nothing is computed to be thrown away.
+    assert all(v.stages == [] for v in toy_rows)
+    assert not [s for s in plan.stages.values() if s.config.get("method") == "toy-shrink"]
