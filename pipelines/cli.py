@@ -155,7 +155,7 @@ def _sweep(
             SweepProgress(title=spec.name) as progress,
         ):
             try:
-                return run_pipeline(spec, ex, observer=progress, **options)
+                return run_pipeline(spec, ex, observer=progress, registry=reg, **options)
             except KeyboardInterrupt:
                 pass  # the manifest is written; leave the contexts (Ray shuts down), then exit 130
     except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none

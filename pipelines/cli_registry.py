@@ -161,9 +161,10 @@ def echo_registered(manifest: dict[str, Any]) -> None:
     for r in manifest.get("registered", []):
         aliases = f" [{', '.join(r['aliases'])}]" if r.get("aliases") else ""
         click.echo(f"registered {r['name']} version {r['version']}{aliases} ({r['variant']}){store}")
-    gate = manifest.get("gate")
-    if gate:
-        click.echo(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
+    from .report import verdict_lines
+
+    for line in verdict_lines(manifest):
+        click.echo(line)
 
 
 @click.command()

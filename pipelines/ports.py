@@ -142,6 +142,10 @@ class Registry(Protocol):
         """Point `alias` at `version`."""
         ...
 
+    def fetch(self, name: str, version: str, dest: Path) -> Path:
+        """Put a version's graph folder (model.onnx, tokenizer, meta.json) in `dest`; its model.onnx."""
+        ...
+
     def aliases_of(self, name: str, version: str) -> list[str]:
         """The aliases that point at `version`, sorted."""
         ...

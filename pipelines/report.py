@@ -40,6 +40,8 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
             note = "baseline"
         else:
             note = manifest["rejected"].get(v["id"]) or v.get("reason") or ""
+        if v["id"] in manifest.get("ties", {}):
+            note += f"; {manifest['ties'][v['id']]}"
         metrics = v["metrics"]
         rows.append([v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in COLUMNS), note])
     return rows
@@ -90,6 +92,23 @@ def pareto_png(manifest: dict[str, Any], objectives: list[str]) -> bytes:
     return buf.getvalue()
 
 
+def verdict_lines(manifest: dict[str, Any]) -> list[str]:
+    """The champion measured in this run, and the gate's decision, in words."""
+    lines = []
+    champ = manifest.get("champion")
+    if champ:
+        m = champ.get("metrics") or {}
+        measured = ", ".join(f"{k} {m[k]:.4g}" for k in ("fidelity", "latency_p50_ms") if k in m)
+        lines.append(
+            f"champion: version {champ['version']} ({champ.get('variant')}), measured in this run: "
+            + (measured or f"not measured ({champ.get('error')})")
+        )
+    gate = manifest.get("gate")
+    if gate:
+        lines.append(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
+    return lines
+
+
 def markdown(manifest: dict[str, Any]) -> str:
     """The run as Markdown: summary, environment and the variant table."""
     rows = table_rows(manifest)
@@ -103,6 +122,7 @@ def markdown(manifest: dict[str, Any]) -> str:
         f"- executor: {env.get('executor', {}).get('kind')}, CPU flags: {env.get('cpu_flags') or '-'}, "
         f"providers: {', '.join(env.get('providers', []))}",
         f"- selected: {', '.join(manifest['selected']) or 'none'}",
+        *(f"- {line}" for line in verdict_lines(manifest)),
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
@@ -133,6 +153,7 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}tr.sel{{background
 <p>status <b>{html.escape(manifest["status"])}</b>;
 spec hash <code>{html.escape(manifest["spec_hash"])}</code>;
 selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
+{"".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(manifest))}
 <img alt="Pareto plot" src="data:image/png;base64,{img}">
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>

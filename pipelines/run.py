@@ -11,13 +11,14 @@ from typing import Any
 
 from ..tasks.base import Record, write_json
 from ..tasks.digest import source_digest
+from . import champion
 from .data import RunData, prepare_data
 from .manifest import environment, overall_status, variant_rows
 from .plan import Plan, Stage, build_plan, stage_id
-from .ports import Executor, NullObserver, Observer
+from .ports import Executor, NullObserver, Observer, Registry
 from .records import RunStatus, Status, failed, succeeded
 from .report import write_reports
-from .select import select
+from .select import Selection, select
 from .spec import Spec
 from .stages import Context, cached
 
@@ -101,6 +102,7 @@ def time_variants(
     executor: Executor,
     observer: Observer,
     timing_root: Path,
+    extra: dict[str, Path] | None = None,
 ) -> dict[str, Record]:
     """Latency of every finished graph, the baseline's included, in one task that has a whole node.
 
@@ -113,6 +115,7 @@ def time_variants(
         last = records.get(v.stages[-1], {}) if v.status != Status.SKIPPED else {}
         if succeeded(last):
             graphs[v.id] = {"path": last["path"]}
+    graphs.update({key: {"path": str(path)} for key, path in (extra or {}).items()})  # e.g. the champion
     if not graphs:
         return {}
     info = executor.describe()
@@ -138,8 +141,8 @@ def prepare(
     """The plan and the stage context of a spec: data read, ids computed, nothing run."""
     data = preflight(spec)
     n = spec.data.max_length
-    # File digests are cached beside the stages: a cached run does not read a big checkpoint again.
-    model = source_digest(spec.model.source, Path(stage_root) / "digests.json")
+    # File digests are cached in the artifact root: a cached run does not read a big checkpoint again.
+    model = source_digest(spec.model.source, Path(stage_root).parent / "digests.json")
     plan = build_plan(
         spec, data.digest(n), gpus_available=gpus > 0, train_digest=data.train_digest(n), model_digest=model
     )
@@ -167,8 +170,12 @@ def run(
     max_in_flight: int | None = None,
     run_id: str | None = None,
     tick_id: str | None = None,
+    registry: Registry | None = None,
 ) -> dict[str, Any]:
     """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest.
+
+    With a `registry` that holds a champion for the spec's model name, the champion is evaluated
+    on this run's data and timed beside the candidates (pipelines.champion): what the gate reads.
 
     Ctrl-C still writes a consistent manifest (status failed, unfinished stages interrupted) and
     then re-raises KeyboardInterrupt; every finished stage stays cached for the next run.
@@ -190,16 +197,20 @@ def run(
     records: dict[str, Record] = {}
     latency: dict[str, Record] = {}
     interrupted: Interrupted | None = None
+    champ = None
     try:
         records = execute(plan, ctx, executor, max_in_flight=bound, observer=obs)
-        latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing")
+        if registry is not None:
+            champ = champion.measure(registry, spec, plan, records, ctx, executor, obs, root)
+        extra = {champion.KEY: champ.graph} if champ and champ.graph and not champ.error else {}
+        latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing", extra)
     except Interrupted as exc:
         interrupted = exc
         records = records or exc.records
     rows = variant_rows(plan, records, latency)
-    selected, rejected = (
-        ([], {}) if interrupted else select([r for r in rows if r["id"] != plan.baseline], spec.select)
-    )
+    samples = {vid: lat["samples_ms"] for vid, lat in latency.items() if "samples_ms" in lat}
+    candidates = [r for r in rows if r["id"] != plan.baseline]
+    choice = Selection([], {}, {}) if interrupted else select(candidates, spec.select, samples)
     base_row = next(r for r in rows if r["id"] == plan.baseline)
     ref = next((r for sid, r in records.items() if sid.startswith("reference-")), {})
     manifest = {
@@ -216,8 +227,10 @@ def run(
             "onnx_vs_torch_fidelity": ref.get("onnx_vs_torch_fidelity"),
         },
         "variants": rows,
-        "selected": selected,
-        "rejected": rejected,
+        "selected": choice.selected,
+        "rejected": choice.rejected,
+        "ties": choice.ties,
+        "champion": champion.summarize(champ, latency, choice.selected, spec) if champ else None,
         "registered": [],
         "tick_id": tick_id,
         # Where the computed stages ran (Ray node ids): how a multi-node run shows it used every node.

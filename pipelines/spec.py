@@ -113,6 +113,9 @@ class SelectSpec(_Strict):
     constraints: dict[str, Bound] = Field(default_factory=dict)
     objectives: list[str] = Field(default_factory=lambda: ["latency_p50_ms", "size_mb"], min_length=1)
     top_k: int = Field(default=3, ge=1)
+    # Two graphs whose paired latency ratio is within this of 1 (or not told apart by the noise)
+    # are tied on speed; fidelity, then size, decides between them.
+    latency_tolerance: float = Field(default=0.05, ge=0, lt=1)
 
     @field_validator("constraints", "objectives")
     @classmethod
@@ -129,6 +132,10 @@ class RegistrySpec(_Strict):
     alias: str = "champion"
     # Which child runs get their ONNX model logged: every finished variant, or the selection only.
     log_models: Literal["all", "selected"] = "all"
+    # The alias moves only to a version that beats the champion by more than this on the first
+    # objective (timed: the whole CI of the paired ratio), or ties it and has more fidelity.
+    min_gain: float = Field(default=0.05, ge=0, lt=1)
+    fidelity_epsilon: float = Field(default=0.005, ge=0, le=1)
 
 
 class ResourcesSpec(_Strict):

@@ -231,13 +231,22 @@ class MlflowRegistry:
 
         try:
             mv = self.client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # No such model, or no such alias: no champion. Anything else (a store gone) is raised.
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
         return RegisteredVersion(name, str(mv.version), mv.tags.get(f"{TAG}variant_id"), metrics_of(mv.tags))
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point `alias` at `version`."""
         self.client.set_registered_model_alias(name, alias, version)
+
+    def fetch(self, name: str, version: str, dest: Path) -> Path:
+        """Download the version's logged model (graph, tokenizer, meta.json) into `dest`."""
+        from .browse import Browser, Ref
+
+        return Browser(self.uri).pull(Ref(name, version=version), dest)
 
     def aliases_of(self, name: str, version: str) -> list[str]:
         """The aliases of one version."""
@@ -247,6 +256,9 @@ class MlflowRegistry:
         """The gate's reason as a tag, the manifest and reports as artifacts, then close the run."""
         gate = manifest.get("gate") or {}
         self.client.set_tag(run.parent, f"{TAG}gate", gate.get("reason", ""))
+        self.client.set_tag(run.parent, f"{TAG}gate_moved", str(bool(gate.get("moved"))).lower())
+        if gate.get("ratio"):  # the candidate's paired latency ratio to the champion: median, CI
+            self.client.set_tag(run.parent, f"{TAG}gate_ratio", json.dumps(gate["ratio"]))
         for f in ("manifest.json", "report.html", "report.md", "spec.json"):
             if (run_dir / f).is_file():
                 self.client.log_artifact(run.parent, str(run_dir / f))

@@ -6,6 +6,7 @@ decides what a run registers and whether an alias moves; nothing outlives the pr
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class InMemoryRegistry:
 
     def __init__(self) -> None:
         self.models: dict[str, _Model] = {}
+        self.graphs: dict[tuple[str, str], Path] = {}  # (name, version) -> the variant's model.onnx
         self.runs: dict[str, dict[str, Any]] = {}  # run id -> its final manifest ({} until finished)
 
     def check(self) -> None:
@@ -55,6 +57,7 @@ class InMemoryRegistry:
             if isinstance(x, int | float) and not isinstance(x, bool)
         }
         model.versions.append(RegisteredVersion(name, str(len(model.versions) + 1), row["id"], metrics))
+        self.graphs[name, model.versions[-1].version] = Path(row["onnx"])
         return model.versions[-1].version
 
     def alias_holder(self, name: str, alias: str) -> RegisteredVersion | None:
@@ -70,6 +73,12 @@ class InMemoryRegistry:
         if not any(v.version == version for v in model.versions):
             raise KeyError(f"{name} has no version {version}")
         model.aliases[alias] = version
+
+    def fetch(self, name: str, version: str, dest: Path) -> Path:
+        """Copy the version's graph folder into `dest`."""
+        src = self.graphs[name, version]
+        shutil.copytree(src.parent, dest, dirs_exist_ok=True)
+        return dest / src.name
 
     def aliases_of(self, name: str, version: str) -> list[str]:
         """The aliases that point at `version`."""

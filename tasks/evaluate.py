@@ -155,6 +155,8 @@ def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[s
         "latency_ci_ms": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))],
         "throughput": batch_size / (p50 / 1e3),
         "repeats": len(t),
+        # In the order they were taken: graphs timed together pair up sample by sample.
+        "samples_ms": [round(float(x), 4) for x in t],
     }
 
 

@@ -60,7 +60,7 @@ def test_one_weight_edited_in_place_changes_the_ids(model, tiny_spec, tmp_path) 
 
 def test_file_digests_are_cached_by_size_and_mtime(model, tiny_spec, tmp_path) -> None:
     before = _ids(tiny_spec, tmp_path, model)
-    cache_file = tmp_path / "artifacts" / "stages" / "digests.json"
+    cache_file = tmp_path / "artifacts" / "digests.json"
     cache = json.loads(cache_file.read_text())
     config_key = str((model / "config.json").resolve())
     assert cache[config_key]["stamp"][0] == (model / "config.json").stat().st_size

@@ -14,7 +14,7 @@ from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 
 WIDTHS, LABELS = (32, 64, 384), (2, 3, 7)
 ALL = list(itertools.product(WIDTHS, LABELS))
-QUICK = list(zip(WIDTHS, LABELS, strict=True))
+QUICK = [(64, 3)]  # the width and label count that first failed; the rest run in `make test`
 
 
 def _classifier(tmp_path: Path, minilm_path: Path, dim: int, labels: int) -> Path:
