@@ -10,6 +10,7 @@ from typing import Any
 
 COLUMNS = (
     ("fidelity", "fidelity", 4),
+    ("neighbour_agreement", "nbr@10", 3),
     ("latency_p50_ms", "p50 ms", 2),
     ("latency_p95_ms", "p95 ms", 2),
     ("speedup_vs_baseline", "speedup", 2),

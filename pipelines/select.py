@@ -10,7 +10,15 @@ from .records import DONE
 from .spec import SelectSpec
 
 # Metrics where larger is better; every other objective is minimised.
-MAXIMISE = {"fidelity", "accuracy", "throughput", "speedup_vs_baseline"}
+MAXIMISE = {
+    "fidelity",
+    "neighbour_agreement",
+    "similarity_spearman",
+    "accuracy",
+    "accuracy_delta",
+    "throughput",
+    "speedup_vs_baseline",
+}
 
 
 def _problems(m: dict[str, Any], spec: SelectSpec) -> list[str]:

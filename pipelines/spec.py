@@ -97,7 +97,11 @@ class Bound(_Strict):
 
 METRICS = (
     "fidelity",
+    "neighbour_agreement",
+    "similarity_spearman",
+    "flip_rate",
     "accuracy",
+    "accuracy_delta",
     "perplexity",
     "latency_p50_ms",
     "latency_p95_ms",

@@ -153,12 +153,15 @@ def _reference(graph: Path, base: Record, out: Path, ctx: Context) -> Record:
     )
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "reference.npy", onnx_out.values)
-    return {
+    rec = {
         "path": str(graph),
         "reference": str(out / "reference.npy"),
         "nll": onnx_out.nll,
         "onnx_vs_torch_fidelity": evaluate.fidelity(torch_out, onnx_out),
     }
+    if ctx.labels is not None and ctx.task == "text-classification":
+        rec["accuracy"] = evaluate.accuracy(onnx_out, ctx.labels)  # what variants' deltas are against
+    return rec
 
 
 def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
@@ -168,10 +171,12 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     meta = graph_io.read_meta(graph)
     metrics: dict[str, Any] = {
         "fidelity": evaluate.fidelity(base, got),
+        **evaluate.agreement(base, got),
         "size_mb": graph_io.onnx_size_bytes(graph) / 1e6,
     }
     if ctx.labels is not None and ctx.task == "text-classification":
         metrics["accuracy"] = evaluate.accuracy(got, ctx.labels)
+        metrics["accuracy_delta"] = metrics["accuracy"] - ref["accuracy"]
     if ctx.task == "causal-lm":
         metrics["perplexity"] = evaluate.perplexity(got)
     bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(v))

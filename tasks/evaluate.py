@@ -133,6 +133,60 @@ def fidelity(base: Outputs, other: Outputs) -> float:
     return float((a == b).mean())
 
 
+def _cosine_matrix(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    return x @ x.T
+
+
+def neighbour_agreement(base: Outputs, other: Outputs, k: int = 10) -> float:
+    """Mean overlap, over the eval texts, of each text's k nearest neighbours (cosine, itself
+    excluded) under the baseline and under the variant: do searches return the same texts?"""
+    n = len(base.values)
+    k = min(k, n - 1)
+    if k < 1:
+        return 1.0
+    overlaps = []
+    rows = zip(_cosine_matrix(base.values), _cosine_matrix(other.values), strict=True)
+    for i, sims in enumerate(rows):
+        top = [set(np.argsort(-np.where(np.arange(n) == i, -np.inf, s), kind="stable")[:k]) for s in sims]
+        overlaps.append(len(top[0] & top[1]) / k)
+    return float(np.mean(overlaps))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their mean rank (what Spearman's correlation is defined on)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def similarity_spearman(base: Outputs, other: Outputs) -> float:
+    """Spearman correlation of every pairwise cosine similarity of the eval texts, baseline vs
+    variant: is the similarity order that ranking and clustering use preserved?"""
+    upper = np.triu_indices(len(base.values), k=1)
+    a, b = _cosine_matrix(base.values)[upper], _cosine_matrix(other.values)[upper]
+    if len(a) < 2:
+        return 1.0
+    ra, rb = _ranks(a), _ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1]) if ra.std() and rb.std() else 1.0
+
+
+def agreement(base: Outputs, other: Outputs) -> dict[str, float]:
+    """What practitioners judge a compressed model by, per task, beside fidelity (README: Metrics)."""
+    if base.task == "feature-extraction":
+        return {
+            "neighbour_agreement": neighbour_agreement(base, other),
+            "similarity_spearman": similarity_spearman(base, other),
+        }
+    if base.task == "text-classification":
+        return {"flip_rate": 1.0 - fidelity(base, other)}
+    return {}
+
+
 def accuracy(out: Outputs, labels: list[int]) -> float:
     """Top-1 accuracy of classification logits against labels."""
     return float((out.values.argmax(-1) == np.asarray(labels)).mean())

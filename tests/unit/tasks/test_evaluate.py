@@ -83,3 +83,35 @@ def test_graphs_timed_side_by_side(gpt2_graph, texts) -> None:
         assert s["repeats"] == 9  # ceil(7 / 3) per visit, 3 rounds
         assert s["latency_ci_ms"][0] <= s["latency_p50_ms"] <= s["latency_ci_ms"][1]
         assert s["throughput"] == pytest.approx(2 / (s["latency_p50_ms"] / 1e3))
+
+
+def _sims(x: np.ndarray) -> np.ndarray:
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def _top10(x: np.ndarray, i: int) -> set[int]:
+    s = _sims(x)[i]
+    s[i] = -np.inf
+    return set(np.argsort(-s)[:10].tolist())
+
+
+def test_agreement_metrics_against_their_definitions() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    base = Outputs("feature-extraction", rng.normal(size=(40, 8)))
+    same = evaluate.agreement(base, Outputs("feature-extraction", 3.0 * base.values))  # scale-free
+    assert same == {"neighbour_agreement": 1.0, "similarity_spearman": pytest.approx(1.0)}
+    noisy = Outputs("feature-extraction", base.values + rng.normal(scale=0.5, size=(40, 8)))
+    got = evaluate.agreement(base, noisy)
+    upper = np.triu_indices(40, k=1)
+    want = spearmanr(_sims(base.values)[upper], _sims(noisy.values)[upper])[0]
+    assert got["similarity_spearman"] == pytest.approx(want)
+    by_hand = np.mean([len(_top10(base.values, i) & _top10(noisy.values, i)) / 10 for i in range(40)])
+    assert got["neighbour_agreement"] == pytest.approx(by_hand) and 0 < by_hand < 1
+    shuffled = Outputs("feature-extraction", rng.permutation(base.values))
+    assert evaluate.agreement(base, shuffled)["neighbour_agreement"] < got["neighbour_agreement"]
+    labels = Outputs("text-classification", np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]))
+    flipped = Outputs("text-classification", np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]))
+    assert evaluate.agreement(labels, flipped) == {"flip_rate": pytest.approx(1 / 3)}
