@@ -4,16 +4,16 @@ timed side by side with the candidates, so the gate never compares against anoth
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..tasks.base import Record
+from ..tasks.digest import folder_digest
 from .manifest import LATENCY_KEYS
 from .noise import paired_ratio
-from .plan import Plan, Stage, stage_id
+from .plan import LOGIC_VERSIONS, Plan, Stage, stage_id
 from .ports import Executor, Observer, Registry
 from .records import succeeded
 from .spec import Spec
@@ -81,8 +81,8 @@ def measure(
     except Exception as exc:  # a store or a file gone: say so, never fall back to old numbers
         champ.error = f"cannot fetch version {holder.version}: {type(exc).__name__}: {exc}"
         return champ
-    digest = hashlib.sha256(champ.graph.read_bytes()).hexdigest()[:16]
-    sid = stage_id(reference, "evaluate", {}, {"champion": digest})
+    digest = folder_digest(champ.graph.parent, root / "digests.json")  # cached: big graphs are read once
+    sid = stage_id(reference, "evaluate", {}, {"champion": digest}, LOGIC_VERSIONS["evaluate"])
     st = Stage(sid, "evaluate", {}, KEY, f"champion v{holder.version}", needs=[reference])
     observer.started(st)
     inputs = {KEY: {"path": str(champ.graph)}, reference: records[reference]}
