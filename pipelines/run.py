@@ -201,7 +201,10 @@ def run(
     try:
         records = execute(plan, ctx, executor, max_in_flight=bound, observer=obs)
         if registry is not None:
-            champ = champion.measure(registry, spec, plan, records, ctx, executor, obs, root)
+            try:
+                champ = champion.measure(registry, spec, plan, records, ctx, executor, obs, root)
+            except KeyboardInterrupt as exc:  # Ctrl-C while the champion is evaluated
+                raise Interrupted(records) from exc
         extra = {champion.KEY: champ.graph} if champ and champ.graph and not champ.error else {}
         latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing", extra)
     except Interrupted as exc:
