@@ -12,7 +12,7 @@ from typing import Any
 from ..tasks.base import Record
 from ..tasks.digest import folder_digest
 from .manifest import LATENCY_KEYS
-from .noise import paired_ratio
+from .noise import MIN_PAIRS, TIMED, paired_ratio
 from .plan import LOGIC_VERSIONS, Plan, Stage, stage_id
 from .ports import Executor, Observer, Registry
 from .records import succeeded
@@ -104,6 +104,10 @@ def summarize(champ: Champion, latency: dict[str, Record], selected: list[str], 
             out["error"] = f"not timed: {timed.get('reason') or 'no latency'}"
         return out
     out["metrics"] = {**champ.metrics, **{k: timed[k] for k in LATENCY_KEYS if k in timed}}
+    if len(timed["samples_ms"]) < MIN_PAIRS:  # no speed gain can be judged from a handful of timings
+        if spec.select.objectives[0] in TIMED:
+            out["error"] = f"only {len(timed['samples_ms'])} timings (evaluate.latency.repeats < {MIN_PAIRS})"
+        return out
     for vid in selected:
         if "samples_ms" in latency.get(vid, {}):
             r = paired_ratio(latency[vid]["samples_ms"], timed["samples_ms"], spec.select.latency_tolerance)

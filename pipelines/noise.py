@@ -14,6 +14,9 @@ import numpy as np
 
 # Metrics that come from timing: compared by paired ratios when both sides have samples.
 TIMED = {"latency_p50_ms", "latency_p95_ms", "throughput", "speedup_vs_baseline"}
+# Fewer pairs than this cannot tell two graphs apart: the bootstrap CI of a median of a handful
+# of noisy ratios is far too optimistic, and a rerun would flip verdicts. They count as tied.
+MIN_PAIRS = 20
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ class Ratio:
 
 def paired_ratio(a_ms: list[float], b_ms: list[float], tolerance: float, seed: int = 0) -> Ratio:
     """Compare two graphs timed together. `a` is faster only when the whole 95% CI of the ratio lies
-    below 1 and its median below 1 - tolerance (slower: the mirror image); anything else is a tie.
+    below 1 and its median below 1 - tolerance (slower: the mirror image), from at least
+    MIN_PAIRS pairs; anything else is a tie.
     """
     n = min(len(a_ms), len(b_ms))
     if n == 0:
@@ -45,8 +49,8 @@ def paired_ratio(a_ms: list[float], b_ms: list[float], tolerance: float, seed: i
         float(np.percentile(medians, 97.5)),
     )
     verdict = 0
-    if high < 1 and med < 1 - tolerance:
+    if n >= MIN_PAIRS and high < 1 and med < 1 - tolerance:
         verdict = -1
-    elif low > 1 and med > 1 + tolerance:
+    elif n >= MIN_PAIRS and low > 1 and med > 1 + tolerance:
         verdict = 1
     return Ratio(med, low, high, verdict)

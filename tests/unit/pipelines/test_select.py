@@ -128,3 +128,9 @@ def test_variants_tied_on_speed_are_ordered_by_fidelity_the_same_way_every_run()
     # Without the samples, the lower median alone decides: noise would pick between a and b.
     plain = select(variants, spec)
     assert len(plain.selected) == 2 and plain.ties == {} and "Pareto-dominated" in str(plain.rejected)
+
+
+def test_a_handful_of_timings_tells_nothing_apart() -> None:
+    base = [10.0, 11.0, 9.5, 10.2, 10.8, 9.9]
+    assert paired_ratio([0.5 * x for x in base], base, 0.05).verdict == 0  # 6 pairs: a tie
+    assert paired_ratio([0.5 * x for x in base * 4], base * 4, 0.05).verdict == -1  # 24 pairs
