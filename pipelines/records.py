@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from ..tasks.base import Record
 
@@ -29,6 +30,11 @@ def failed(kind: str, reason: str) -> Record:
 def skipped(kind: str, reason: str) -> Record:
     """The record of a stage that cannot run here (e.g. fp16 without a GPU)."""
     return {"status": Status.SKIPPED, "reason": reason, "kind": kind}
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are numbers (lists such as CIs, and flags, left out), as floats."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def succeeded(record: Record) -> bool:

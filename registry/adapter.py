@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..pipelines.ports import RegisteredVersion, TrackedRun
-from ..pipelines.records import DONE, RunStatus, Status
+from ..pipelines.records import DONE, RunStatus, Status, numeric
 from ..pipelines.spec import Spec
 from .lineage import TAG, metrics_of, version_tags
 from .store import artifact_root, bound, check_reachable, client, masked
@@ -43,7 +43,7 @@ def _flat(prefix: str, cfg: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out = numeric(metrics)
     ci = metrics.get("latency_ci_ms")
     if isinstance(ci, list) and len(ci) == 2:
         out["latency_ci_low_ms"], out["latency_ci_high_ms"] = float(ci[0]), float(ci[1])

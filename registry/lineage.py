@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pipelines.records import numeric
 from ..tasks.base import package_version
 
 TAG = "slimline."
@@ -56,10 +57,7 @@ def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str
         f"{TAG}onnx_path": str(row.get("onnx")),
     }
     # One tag for all metrics: the registry UI shows every tag in the versions table.
-    tags[METRICS_TAG] = json.dumps(
-        {k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)},
-        sort_keys=True,
-    )
+    tags[METRICS_TAG] = json.dumps(numeric(m), sort_keys=True)
     return tags
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..pipelines.ports import RegisteredVersion, TrackedRun
+from ..pipelines.records import numeric
 from ..pipelines.spec import Spec
 
 
@@ -51,12 +52,8 @@ class InMemoryRegistry:
         for v in model.versions:
             if v.variant == row["id"]:
                 return v.version
-        metrics = {
-            k: float(x)
-            for k, x in row["metrics"].items()
-            if isinstance(x, int | float) and not isinstance(x, bool)
-        }
-        model.versions.append(RegisteredVersion(name, str(len(model.versions) + 1), row["id"], metrics))
+        version = RegisteredVersion(name, str(len(model.versions) + 1), row["id"], numeric(row["metrics"]))
+        model.versions.append(version)
         self.graphs[name, model.versions[-1].version] = Path(row["onnx"])
         return model.versions[-1].version
 
