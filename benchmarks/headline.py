@@ -35,7 +35,7 @@ from slimline.pipelines.plan import Plan
 from slimline.pipelines.run import prepare, run
 from slimline.pipelines.spec import Spec
 from slimline.pipelines.stages import Context, cached
-from slimline.tasks import evaluate
+from slimline.tasks import evaluate, metrics
 from slimline.tasks.graph import onnx_size_bytes
 from slimline.tasks.inputs import encode, input_names
 from slimline.tasks.load import load_pretrained, load_tokenizer, resolve_source
@@ -183,7 +183,7 @@ def main() -> None:
     for label, v in graphs.items():
         path = dirs[v["id"]]["onnx"]
         calls[label] = evaluate.onnx_call(path, timing, held_out, threads=THREADS)
-        fids[label] = evaluate.fidelity(
+        fids[label] = metrics.fidelity(
             ref, evaluate.onnx_outputs(path, held_out, max_length=SEQ, threads=THREADS)
         )
     secs = {n: statistics.median(ts) for n, ts in evaluate.interleaved_times(calls, timing).items()}

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks.base import TaskError
+from ..tasks.rated import lee_similarity, movie_polarity
 from ..tasks.text import Examples, builtin_corpus, load_file, python_docs
 from .spec import BuiltinData, FileData, HubData, Spec
+
+BUILTINS: dict[str, Callable[[], Examples]] = {
+    "corpus": lambda: Examples(builtin_corpus()),
+    "python-docs": lambda: Examples(python_docs()),
+    "lee-similarity": lee_similarity,
+    "movie-polarity": movie_polarity,
+}
 
 
 @dataclass(frozen=True)
@@ -20,10 +29,13 @@ class RunData:
     labels: list[int] | None
     calibration: list[str]
     train: list[str] = field(default_factory=list)  # empty unless distillation is enabled
+    pairs: list[tuple[int, int, float]] | None = None  # rated pairs among eval_texts
 
     def digest(self, max_length: int) -> str:
         """Hash of what the eval, quantize and prune stages read (training text has its own)."""
-        return digest(self.eval_texts, self.labels, self.calibration, max_length)
+        if self.pairs is None:  # the digest of every run before pairs existed, kept
+            return digest(self.eval_texts, self.labels, self.calibration, max_length)
+        return digest(self.eval_texts, self.labels, self.calibration, max_length, self.pairs)
 
     def train_digest(self, max_length: int) -> str | None:
         """Hash of the distillation text, or None when there is none."""
@@ -38,10 +50,9 @@ def digest(*parts: Any) -> str:
 def _read(src: BuiltinData | FileData | HubData) -> tuple[Examples, int]:
     """The source's examples and how many of them to use."""
     if isinstance(src, BuiltinData):
-        texts = builtin_corpus() if src.builtin == "corpus" else python_docs()
-        return Examples(texts), src.samples
+        return BUILTINS[src.builtin](), src.count()
     if isinstance(src, FileData):
-        ex = load_file(src.path, src.text_field, src.label_field)
+        ex = load_file(src.path, src.text_field, src.label_field, src.pair_field, src.score_field)
     else:
         from ..tasks.text import load_hub
 
@@ -76,4 +87,10 @@ def prepare_data(spec: Spec) -> RunData:
                 "data.train: distillation needs training text that is not eval text; "
                 "give data.train (e.g. {builtin: python-docs}) or a larger data.eval source"
             )
-    return RunData(eval_texts, labels[:n] if labels else None, calib, train)
+    pairs = [p for p in ex.pairs if p[0] < n and p[1] < n] if ex.pairs is not None else None
+    if pairs is not None and len(pairs) < 3:
+        raise TaskError(
+            f"data.eval: only {len(pairs)} rated pairs among the {n} eval texts; "
+            "raise data.eval.samples or lower data.calibration.samples"
+        )
+    return RunData(eval_texts, labels[:n] if labels else None, calib, train, pairs)

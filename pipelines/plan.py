@@ -58,7 +58,7 @@ def stage_id(
 
 # Stages without a config (they measure): bump a number when what the stage computes changes,
 # so that cached results of the old computation are not reused.
-LOGIC_VERSIONS = {"reference": 2, "evaluate": 2}  # 2: agreement metrics, accuracy deltas
+LOGIC_VERSIONS = {"reference": 3, "evaluate": 3}  # 3: KL over top-k, rated pairs, task deltas
 
 # Rough relative cost of each stage kind (measured on MiniLM, 1 thread), for scheduling order only.
 STAGE_COST = {"load": 3.0, "prune": 1.0, "export": 8.0, "optimize": 2.0, "reference": 2.0, "quantize": 2.0}

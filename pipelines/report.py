@@ -8,9 +8,16 @@ import io
 from pathlib import Path
 from typing import Any
 
+# Shown when at least one variant has the metric (the task and the eval data decide which).
 COLUMNS = (
     ("fidelity", "fidelity", 4),
     ("neighbour_agreement", "nbr@10", 3),
+    ("kl_divergence", "KL", 4),
+    ("accuracy", "accuracy", 3),
+    ("accuracy_delta", "Δacc", 3),
+    ("sts_spearman", "STS ρ", 3),
+    ("sts_spearman_delta", "ΔSTS ρ", 3),
+    ("perplexity", "ppl", 2),
     ("latency_p50_ms", "p50 ms", 2),
     ("latency_p95_ms", "p95 ms", 2),
     ("speedup_vs_baseline", "speedup", 2),
@@ -26,13 +33,15 @@ def _cell(metrics: dict[str, Any], key: str, digits: int) -> str:
         return "-"
     if key == "flops":
         value = value / 1e9
-    return f"{value:.{digits}f}" + ("x" if key == "speedup_vs_baseline" else "")
+    sign = "+" if key.endswith("_delta") and value > 0 else ""
+    return sign + f"{value:.{digits}f}" + ("x" if key == "speedup_vs_baseline" else "")
 
 
 def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
     """Header plus one row per variant: label, status, metrics and the selection note."""
     selected = manifest["selected"]
-    rows = [["variant", "status", *(c[1] for c in COLUMNS), "note"]]
+    columns = [c for c in COLUMNS if any(c[0] in v["metrics"] for v in manifest["variants"])]
+    rows = [["variant", "status", *(c[1] for c in columns), "note"]]
     base = manifest["baseline"].get("variant")
     for v in manifest["variants"]:
         if v["id"] in selected:
@@ -44,7 +53,7 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
         if v["id"] in manifest.get("ties", {}):
             note += f"; {manifest['ties'][v['id']]}"
         metrics = v["metrics"]
-        rows.append([v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in COLUMNS), note])
+        rows.append([v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in columns), note])
     return rows
 
 

@@ -152,6 +152,7 @@ def prepare(
         eval_texts=data.eval_texts,
         calibration=data.calibration,
         labels=data.labels,
+        pairs=data.pairs,
         train_texts=data.train,
         max_length=spec.data.max_length,
         eval_batch=spec.evaluate.batch_size,

@@ -6,10 +6,19 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..tasks.base import Task, TechniqueConfig
 from ..tasks.catalog import UnknownTechnique, config_class
@@ -30,18 +39,37 @@ class ModelSpec(_Strict):
     task: Task = "feature-extraction"
 
 
+BUILTIN_SAMPLES = {"corpus": 256, "python-docs": 256, "lee-similarity": 50, "movie-polarity": 160}
+
+
 class BuiltinData(_Strict):
     # corpus: the human-written sentences fidelity is judged on; python-docs: prose sentences
-    # of the Python reference, offline text to distil on.
-    builtin: Literal["corpus", "python-docs"] = "corpus"
-    samples: int = Field(default=256, ge=1)
+    # of the Python reference, offline text to distil on; lee-similarity and movie-polarity:
+    # human-rated data installed with gensim (tasks.rated).
+    builtin: Literal["corpus", "python-docs", "lee-similarity", "movie-polarity"] = "corpus"
+    samples: int | None = Field(default=None, ge=1)  # None: BUILTIN_SAMPLES
+
+    def count(self) -> int:
+        """How many texts are evaluated."""
+        return self.samples or BUILTIN_SAMPLES[self.builtin]
 
 
 class FileData(_Strict):
     path: str
     text_field: str = "text"
     label_field: str | None = None
+    # Sentence pairs rated by people: the second sentence's field and the rating's.
+    pair_field: str | None = None
+    score_field: str | None = None
     samples: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _pairs_or_labels(self) -> FileData:
+        if (self.pair_field is None) != (self.score_field is None):
+            raise ValueError("pair_field and score_field go together (a rated pair of sentences)")
+        if self.pair_field and self.label_field:
+            raise ValueError("give label_field or pair_field/score_field, not both")
+        return self
 
 
 class HubData(_Strict):
@@ -53,14 +81,34 @@ class HubData(_Strict):
     samples: int | None = Field(default=None, ge=1)
 
 
+def _source_kind(value: Any) -> str | None:
+    """Which kind of data source a mapping is, by its key: errors then name that kind's fields only."""
+    if isinstance(value, dict):  # neither path nor hf: the built-in corpus, `builtin` defaulted
+        return next((f"source:{k}" for k in ("path", "hf") if k in value), "source:builtin")
+    kinds = {BuiltinData: "builtin", FileData: "path", HubData: "hf"}
+    return f"source:{kinds[type(value)]}" if type(value) in kinds else None
+
+
+Source = Annotated[
+    Annotated[BuiltinData, Tag("source:builtin")]
+    | Annotated[FileData, Tag("source:path")]
+    | Annotated[HubData, Tag("source:hf")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="data_source",
+        custom_error_message="expected {builtin: ...}, {path: ...} or {hf: ...}",
+    ),
+]
+
+
 class CalibrationSpec(_Strict):
     samples: int = Field(default=64, ge=1)
 
 
 class DataSpec(_Strict):
-    eval: BuiltinData | FileData | HubData = BuiltinData()
+    eval: Source = BuiltinData()
     calibration: CalibrationSpec = CalibrationSpec()
-    train: BuiltinData | FileData | HubData | None = None  # distillation text; never eval text
+    train: Source | None = None  # distillation text; never eval text
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
@@ -100,9 +148,14 @@ METRICS = (
     "neighbour_agreement",
     "similarity_spearman",
     "flip_rate",
+    "top1_agreement",
+    "kl_divergence",
     "accuracy",
     "accuracy_delta",
+    "sts_spearman",
+    "sts_spearman_delta",
     "perplexity",
+    "perplexity_delta",
     "latency_p50_ms",
     "latency_p95_ms",
     "throughput",
@@ -120,6 +173,8 @@ class SelectSpec(_Strict):
     # Two graphs whose paired latency ratio is within this of 1 (or not told apart by the noise)
     # are tied on speed; fidelity, then size, decides between them.
     latency_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    # Untimed objectives (size, FLOPs, ...) within this relative difference are tied too.
+    tolerance: float = Field(default=0.01, ge=0, lt=1)
 
     @field_validator("constraints", "objectives")
     @classmethod
@@ -248,7 +303,8 @@ def variant_axes(
 
 def _format(exc: ValidationError, file: str) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    skip = ("function-", "tagged-union", "source:")
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(skip))
     msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
     got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
     extra = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
@@ -274,6 +330,24 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(_format(exc, str(path))) from None
     try:
         variant_axes(spec)  # technique configs are validated now, not mid-run
+        check_data(spec)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
     return spec
+
+
+# Which task reads the eval data's labels, and which its rated pairs.
+_LABELLED = {"label_field": "text-classification", "pair_field": "feature-extraction"}
+_BUILTIN_TASK = {"movie-polarity": "text-classification", "lee-similarity": "feature-extraction"}
+
+
+def check_data(spec: Spec) -> None:
+    """Labels and rated pairs only mean something to one task each: refuse them for another."""
+    task = spec.model.task
+    src = spec.data.eval
+    for key, wants in _LABELLED.items():
+        if getattr(src, key, None) and task != wants:
+            raise SpecError(f"data.eval.{key}: read by {wants} models only; model.task is {task}")
+    wants = _BUILTIN_TASK.get(getattr(src, "builtin", ""))
+    if wants and task != wants:
+        raise SpecError(f"data.eval.builtin: {src.builtin} is rated for {wants}; model.task is {task}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks import distill, evaluate, export, load, optimize, prune, quantize
+from ..tasks import distill, evaluate, export, load, metrics, optimize, prune, quantize
 from ..tasks import graph as graph_io
 from ..tasks.base import Record, SkipVariant, TaskError, read_json, write_json
 from ..tasks.catalog import make_config
@@ -34,6 +34,7 @@ class Context:
     eval_texts: list[str]
     calibration: list[str]
     labels: list[int] | None = None
+    pairs: list[tuple[int, int, float]] | None = None  # (text i, text j, human rating) among eval_texts
     train_texts: list[str] = field(default_factory=list)  # distillation text, disjoint from eval_texts
     max_length: int = 128
     eval_batch: int = 16
@@ -128,7 +129,7 @@ def _dispatch(
     raise TaskError(f"unknown stage kind {kind!r}")
 
 
-def _outputs(path: Path, ctx: Context) -> evaluate.Outputs:
+def _outputs(path: Path, ctx: Context, probe: np.ndarray | None = None) -> metrics.Outputs:
     return evaluate.onnx_outputs(
         path,
         ctx.eval_texts,
@@ -136,7 +137,20 @@ def _outputs(path: Path, ctx: Context) -> evaluate.Outputs:
         max_length=ctx.max_length,
         threads=ctx.threads,
         device=ctx.device,
+        probe=probe,
     )
+
+
+def _task_metrics(out: metrics.Outputs, ctx: Context) -> dict[str, float]:
+    """Metrics against the eval data's own labels: the baseline's are what variants' deltas use."""
+    got: dict[str, float] = {}
+    if ctx.labels is not None and ctx.task == "text-classification":
+        got["accuracy"] = metrics.accuracy(out, ctx.labels)
+    if ctx.pairs and ctx.task == "feature-extraction":
+        got["sts_spearman"] = metrics.sts_spearman(out, ctx.pairs)
+    if ctx.task == "causal-lm" and out.nll is not None:
+        got["perplexity"] = float(np.exp(out.nll))
+    return got
 
 
 def _reference(graph: Path, base: Record, out: Path, ctx: Context) -> Record:
@@ -157,29 +171,31 @@ def _reference(graph: Path, base: Record, out: Path, ctx: Context) -> Record:
         "path": str(graph),
         "reference": str(out / "reference.npy"),
         "nll": onnx_out.nll,
-        "onnx_vs_torch_fidelity": evaluate.fidelity(torch_out, onnx_out),
+        "onnx_vs_torch_fidelity": metrics.fidelity(torch_out, onnx_out),
+        "task_metrics": _task_metrics(onnx_out, ctx),
     }
-    if ctx.labels is not None and ctx.task == "text-classification":
-        rec["accuracy"] = evaluate.accuracy(onnx_out, ctx.labels)  # what variants' deltas are against
+    if onnx_out.top_ids is not None and onnx_out.top_logp is not None:  # causal-lm: KL's reference
+        np.save(out / "top_ids.npy", onnx_out.top_ids)
+        np.save(out / "top_logp.npy", onnx_out.top_logp)
+        rec["top"] = [str(out / "top_ids.npy"), str(out / "top_logp.npy")]
     return rec
 
 
 def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
     """Quality metrics of one variant against the baseline reference (latency is timed separately)."""
-    got = _outputs(graph, ctx)
-    base = evaluate.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"))
+    top = [np.load(p) for p in ref["top"]] if ref.get("top") else [None, None]
+    got = _outputs(graph, ctx, probe=top[0])
+    base = metrics.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"), *top)
     meta = graph_io.read_meta(graph)
-    metrics: dict[str, Any] = {
-        "fidelity": evaluate.fidelity(base, got),
-        **evaluate.agreement(base, got),
+    found: dict[str, Any] = {
+        "fidelity": metrics.fidelity(base, got),
+        **metrics.agreement(base, got),
         "size_mb": graph_io.onnx_size_bytes(graph) / 1e6,
     }
-    if ctx.labels is not None and ctx.task == "text-classification":
-        metrics["accuracy"] = evaluate.accuracy(got, ctx.labels)
-        metrics["accuracy_delta"] = metrics["accuracy"] - ref["accuracy"]
-    if ctx.task == "causal-lm":
-        metrics["perplexity"] = evaluate.perplexity(got)
-    bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(v))
+    for name, value in _task_metrics(got, ctx).items():
+        found[name] = value
+        found[f"{name}_delta"] = value - ref["task_metrics"][name]  # variant minus baseline
+    bad = sorted(k for k, v in found.items() if v is not None and not math.isfinite(v))
     if bad:
         raise TaskError(f"non-finite metrics: {', '.join(bad)}")
-    return {"path": str(graph), "metrics": metrics, "exporter": meta.get("exporter")}
+    return {"path": str(graph), "metrics": found, "exporter": meta.get("exporter")}

@@ -1,8 +1,8 @@
-"""Evaluation of a graph against the baseline: fidelity, accuracy/perplexity, latency.
+"""Running a graph (or the torch baseline) over the eval texts, and timing graphs side by side.
 
-Fidelity is the task's agreement with the baseline, in [0, 1]: mean cosine of mean-pooled
-embeddings (feature-extraction), top-1 agreement (text-classification), top-1 next-token
-agreement (causal-lm). Every variant is run on the same batches, so positions line up.
+Outputs are reduced per task as they are produced (`tasks.metrics` compares them): pooled
+embeddings, class logits, or next-token statistics at real positions. Every variant is run on
+the same batches, so rows and token positions line up with the baseline's.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 from pydantic import Field
 
 from .base import StepConfig, TaskError
-from .graph import read_meta, row_cosines, tokenizer_of
+from .graph import read_meta, tokenizer_of
 from .inputs import TaskWrapper, batches, encode, input_names, torch_forward
+from .metrics import TOP_K, Outputs
 from .runtime import session
 
 
@@ -37,28 +38,39 @@ class LatencyConfig(StepConfig):
     rounds: int = Field(default=3, ge=1)
 
 
+def _pooled(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float64)
+    return (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+
+
 @dataclass
-class Outputs:
-    """Task-reduced outputs of one model over an evaluation set."""
+class _NextToken:
+    """Causal-LM outputs of one batch at positions where both t and t+1 are real tokens."""
 
-    task: str
-    values: np.ndarray  # pooled embeddings, class logits, or next-token ids at real positions
-    nll: float | None = None  # mean next-token negative log-likelihood (causal-lm)
+    argmax: np.ndarray
+    nll_sum: float
+    top_ids: np.ndarray
+    top_logp: np.ndarray
 
 
-def _reduce(task: str, out: np.ndarray, mask: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, float, int]:
-    """Reduce one batch of raw outputs; returns (values, summed NLL, NLL token count)."""
-    if task == "feature-extraction":
-        m = mask[..., None].astype(np.float64)
-        return (out * m).sum(1) / np.maximum(m.sum(1), 1e-9), 0.0, 0
-    if task == "text-classification":
-        return out, 0.0, 0
-    # causal-lm: position t predicts token t+1; only pairs where both are real tokens count.
-    logits = out[:, :-1].astype(np.float64)
+def _next_token(out: np.ndarray, mask: np.ndarray, ids: np.ndarray, probe: np.ndarray | None) -> _NextToken:
+    """Position t predicts token t+1. `probe`: the baseline's top-k ids at these positions, whose
+    log-probabilities are gathered; None gathers this model's own top-k (the baseline)."""
     valid = (mask[:, :-1] * mask[:, 1:]).astype(bool)
-    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-    target = np.take_along_axis(logits, ids[:, 1:, None], -1)[..., 0]
-    return logits.argmax(-1)[valid], float((logz - target)[valid].sum()), int(valid.sum())
+    logits = out[:, :-1][valid].astype(np.float32)  # real positions only: (tokens, vocabulary)
+    top = logits.max(-1, keepdims=True)
+    logz = top + np.log(np.exp(logits - top).sum(-1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    logp = logits - logz
+    target = ids[:, 1:][valid]
+    if probe is None:
+        k = min(TOP_K, logp.shape[-1])
+        probe = np.argpartition(-logp, k - 1, axis=-1)[:, :k]
+    return _NextToken(
+        logits.argmax(-1),
+        float(-logp[np.arange(len(target)), target].sum()),
+        probe,
+        np.take_along_axis(logp, probe, -1).astype(np.float32),
+    )
 
 
 def _collect(
@@ -69,16 +81,38 @@ def _collect(
     texts: list[str],
     batch_size: int,
     max_length: int,
+    probe: np.ndarray | None = None,
 ) -> Outputs:
-    parts, nll, count = [], 0.0, 0
+    parts: list[np.ndarray] = []
+    steps: list[_NextToken] = []
+    seen = 0
     for feed in batches(tokenizer, texts, batch_size, max_length, names):
         out = run(feed).astype(np.float32)
         if not np.isfinite(out).all():  # NaN fidelity would compare as "not below the minimum"
             raise TaskError(f"non-finite outputs ({int((~np.isfinite(out)).sum())} values)")
-        values, s, c = _reduce(task, out, feed["attention_mask"], feed["input_ids"])
-        parts.append(values)
-        nll, count = nll + s, count + c
-    return Outputs(task, np.concatenate(parts), nll / count if count else None)
+        mask = feed["attention_mask"]
+        if task == "feature-extraction":
+            parts.append(_pooled(out, mask))
+        elif task == "text-classification":
+            parts.append(out)
+        else:
+            n = int((mask[:, :-1] * mask[:, 1:]).sum())
+            here = None if probe is None else probe[seen : seen + n]
+            step = _next_token(out, mask, feed["input_ids"], here)
+            steps.append(step)
+            parts.append(step.argmax)
+            seen += n
+    values = np.concatenate(parts)
+    if task != "causal-lm":
+        return Outputs(task, values)
+    count = len(values)
+    return Outputs(
+        task,
+        values,
+        sum(s.nll_sum for s in steps) / count if count else None,
+        np.concatenate([s.top_ids for s in steps]),
+        np.concatenate([s.top_logp for s in steps]),
+    )
 
 
 def onnx_outputs(
@@ -89,8 +123,9 @@ def onnx_outputs(
     max_length: int = 128,
     threads: int | None = None,
     device: str = "cpu",
+    probe: np.ndarray | None = None,
 ) -> Outputs:
-    """Run a slimline graph over `texts` and reduce its outputs for its task."""
+    """Run a slimline graph over `texts` and reduce its outputs for its task (`probe`: see _next_token)."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
     return _collect(
@@ -101,6 +136,7 @@ def onnx_outputs(
         texts,
         batch_size,
         max_length,
+        probe,
     )
 
 
@@ -119,82 +155,6 @@ def torch_outputs(
     return _collect(
         task, lambda f: torch_forward(wrapped, f, names), tokenizer, names, texts, batch_size, max_length
     )
-
-
-def fidelity(base: Outputs, other: Outputs) -> float:
-    """Agreement of `other` with the baseline, in [0, 1] (definition per task in the module doc)."""
-    a, b = base.values, other.values
-    if a.shape != b.shape:
-        raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape}")
-    if base.task == "feature-extraction":
-        return float(row_cosines(a, b).mean())
-    if base.task == "text-classification":
-        return float((a.argmax(-1) == b.argmax(-1)).mean())
-    return float((a == b).mean())
-
-
-def _cosine_matrix(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-    return x @ x.T
-
-
-def neighbour_agreement(base: Outputs, other: Outputs, k: int = 10) -> float:
-    """Mean overlap, over the eval texts, of each text's k nearest neighbours (cosine, itself
-    excluded) under the baseline and under the variant: do searches return the same texts?"""
-    n = len(base.values)
-    k = min(k, n - 1)
-    if k < 1:
-        return 1.0
-    overlaps = []
-    rows = zip(_cosine_matrix(base.values), _cosine_matrix(other.values), strict=True)
-    for i, sims in enumerate(rows):
-        top = [set(np.argsort(-np.where(np.arange(n) == i, -np.inf, s), kind="stable")[:k]) for s in sims]
-        overlaps.append(len(top[0] & top[1]) / k)
-    return float(np.mean(overlaps))
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks with ties sharing their mean rank (what Spearman's correlation is defined on)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
-
-
-def similarity_spearman(base: Outputs, other: Outputs) -> float:
-    """Spearman correlation of every pairwise cosine similarity of the eval texts, baseline vs
-    variant: is the similarity order that ranking and clustering use preserved?"""
-    upper = np.triu_indices(len(base.values), k=1)
-    a, b = _cosine_matrix(base.values)[upper], _cosine_matrix(other.values)[upper]
-    if len(a) < 2:
-        return 1.0
-    ra, rb = _ranks(a), _ranks(b)
-    return float(np.corrcoef(ra, rb)[0, 1]) if ra.std() and rb.std() else 1.0
-
-
-def agreement(base: Outputs, other: Outputs) -> dict[str, float]:
-    """What practitioners judge a compressed model by, per task, beside fidelity (README: Metrics)."""
-    if base.task == "feature-extraction":
-        return {
-            "neighbour_agreement": neighbour_agreement(base, other),
-            "similarity_spearman": similarity_spearman(base, other),
-        }
-    if base.task == "text-classification":
-        return {"flip_rate": 1.0 - fidelity(base, other)}
-    return {}
-
-
-def accuracy(out: Outputs, labels: list[int]) -> float:
-    """Top-1 accuracy of classification logits against labels."""
-    return float((out.values.argmax(-1) == np.asarray(labels)).mean())
-
-
-def perplexity(out: Outputs) -> float | None:
-    """exp(mean next-token NLL), for causal LMs."""
-    return float(np.exp(out.nll)) if out.nll is not None else None
 
 
 def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[str, Any]:

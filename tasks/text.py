@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -14,10 +15,11 @@ from .base import TaskError
 
 @dataclass(frozen=True)
 class Examples:
-    """Texts with optional integer labels."""
+    """Texts with optional integer labels, or with rated pairs (i, j, score) of texts."""
 
     texts: list[str]
     labels: list[int] | None = None
+    pairs: list[tuple[int, int, float]] | None = None
 
 
 def builtin_corpus() -> list[str]:
@@ -26,8 +28,14 @@ def builtin_corpus() -> list[str]:
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
-def load_file(path: str | Path, text_field: str = "text", label_field: str | None = None) -> Examples:
-    """Read texts (and labels) from a .jsonl, .csv or .parquet file."""
+def load_file(
+    path: str | Path,
+    text_field: str = "text",
+    label_field: str | None = None,
+    pair_field: str | None = None,
+    score_field: str | None = None,
+) -> Examples:
+    """Read texts (and labels, or sentence pairs with a score) from a .jsonl, .csv or .parquet file."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"data file {path} does not exist")
@@ -43,7 +51,30 @@ def load_file(path: str | Path, text_field: str = "text", label_field: str | Non
         rows = pq.read_table(path).to_pylist()
     else:
         raise TaskError(f"data file {path}: expected .jsonl, .csv or .parquet")
+    if pair_field and score_field:
+        return _pairs(rows, str(path), text_field, pair_field, score_field)
     return _examples(rows, str(path), text_field, label_field)
+
+
+def _pairs(rows: list[dict], where: str, text_field: str, pair_field: str, score_field: str) -> Examples:
+    """One row per rated pair; each distinct sentence becomes one eval text, in order of first use."""
+    if not rows:
+        raise TaskError(f"{where}: no rows")
+    for name in (text_field, pair_field, score_field):
+        if name not in rows[0]:
+            raise TaskError(f"{where}: no field {name!r} (fields: {', '.join(map(str, rows[0]))})")
+    index: dict[str, int] = {}
+    pairs: list[tuple[int, int, float]] = []
+    for n, row in enumerate(rows, 1):
+        try:
+            score = float(row[score_field])
+        except (TypeError, ValueError):
+            raise TaskError(f"{where}: row {n}: {score_field} {row[score_field]!r} is not a number") from None
+        if not math.isfinite(score):
+            raise TaskError(f"{where}: row {n}: {score_field} is not finite")
+        i, j = (index.setdefault(str(row[f]), len(index)) for f in (text_field, pair_field))
+        pairs.append((i, j, score))
+    return Examples(list(index), pairs=pairs)
 
 
 def _examples(rows: list[dict], where: str, text_field: str, label_field: str | None) -> Examples:

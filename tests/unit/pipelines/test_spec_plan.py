@@ -75,6 +75,16 @@ BAD = [
         _with("variants.pruning", [{"method": "structured", "heads": 0.5}]),
         "variants.pruning[0].ffn: Field required",
     ),
+    (
+        _with("data.eval", {"path": "p.jsonl", "pair_field": "s2"}),
+        "data.eval: Value error, pair_field and score_field go together",
+    ),
+    (_with("data.eval", {"path": "p.csv", "label_field": "y"}), "data.eval.label_field: read by text-classif"),
+    (
+        _with("model.task", "causal-lm") | {"data": {"eval": {"builtin": "lee-similarity"}}},
+        "data.eval.builtin: lee-similarity is rated for feature-extraction; model.task is causal-lm",
+    ),
+    (_with("select.objectives", ["kl_divergence", "sts_spearmann"]), "unknown metric 'sts_spearmann'"),
     ("version: 1\nname: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
 ]

@@ -6,23 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slimline.tasks import evaluate, export
-from slimline.tasks.evaluate import Outputs
+from slimline.tasks import evaluate, export, metrics
+from slimline.tasks.metrics import Outputs
 
 
 def test_fidelity_definitions() -> None:
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     b = np.array([[1.0, 1.0], [0.0, 5.0]])
-    assert evaluate.fidelity(
+    assert metrics.fidelity(
         Outputs("feature-extraction", a), Outputs("feature-extraction", b)
     ) == pytest.approx((1 / np.sqrt(2) + 1.0) / 2)
     logits_a = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
     logits_b = np.array([[0.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
-    assert evaluate.fidelity(
+    assert metrics.fidelity(
         Outputs("text-classification", logits_a), Outputs("text-classification", logits_b)
     ) == pytest.approx(2 / 3)
     assert (
-        evaluate.fidelity(
+        metrics.fidelity(
             Outputs("causal-lm", np.array([1, 2, 3, 4])), Outputs("causal-lm", np.array([1, 2, 0, 4]))
         )
         == 0.75
@@ -56,8 +56,8 @@ def test_onnx_and_torch_agree_and_perplexity_is_exp_nll(tiny_model, gpt2_graph, 
     tok = load_tokenizer(str(tiny_model("gpt2")))
     ref = evaluate.torch_outputs(model, tok, "causal-lm", texts[:12], batch_size=4)
     got = evaluate.onnx_outputs(gpt2_graph, texts[:12], batch_size=4)
-    assert evaluate.fidelity(ref, got) == 1.0
-    ppl = evaluate.perplexity(got)
+    assert metrics.fidelity(ref, got) == 1.0
+    ppl = metrics.perplexity(got)
     assert ppl == pytest.approx(np.exp(got.nll))
     # A random model over a 30k vocabulary is close to uniform: perplexity near the vocab size.
     assert 5_000 < ppl < 100_000
@@ -72,7 +72,7 @@ def test_latency_measures_the_asked_shape(gpt2_graph, texts) -> None:
 
 def test_accuracy() -> None:
     out = Outputs("text-classification", np.array([[0.1, 0.9], [0.8, 0.2]]))
-    assert evaluate.accuracy(out, [1, 1]) == 0.5
+    assert metrics.accuracy(out, [1, 1]) == 0.5
 
 
 def test_graphs_timed_side_by_side(gpt2_graph, texts) -> None:
@@ -101,17 +101,17 @@ def test_agreement_metrics_against_their_definitions() -> None:
 
     rng = np.random.default_rng(0)
     base = Outputs("feature-extraction", rng.normal(size=(40, 8)))
-    same = evaluate.agreement(base, Outputs("feature-extraction", 3.0 * base.values))  # scale-free
+    same = metrics.agreement(base, Outputs("feature-extraction", 3.0 * base.values))  # scale-free
     assert same == {"neighbour_agreement": 1.0, "similarity_spearman": pytest.approx(1.0)}
     noisy = Outputs("feature-extraction", base.values + rng.normal(scale=0.5, size=(40, 8)))
-    got = evaluate.agreement(base, noisy)
+    got = metrics.agreement(base, noisy)
     upper = np.triu_indices(40, k=1)
     want = spearmanr(_sims(base.values)[upper], _sims(noisy.values)[upper])[0]
     assert got["similarity_spearman"] == pytest.approx(want)
     by_hand = np.mean([len(_top10(base.values, i) & _top10(noisy.values, i)) / 10 for i in range(40)])
     assert got["neighbour_agreement"] == pytest.approx(by_hand) and 0 < by_hand < 1
     shuffled = Outputs("feature-extraction", rng.permutation(base.values))
-    assert evaluate.agreement(base, shuffled)["neighbour_agreement"] < got["neighbour_agreement"]
+    assert metrics.agreement(base, shuffled)["neighbour_agreement"] < got["neighbour_agreement"]
     labels = Outputs("text-classification", np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]))
     flipped = Outputs("text-classification", np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]))
-    assert evaluate.agreement(labels, flipped) == {"flip_rate": pytest.approx(1 / 3)}
+    assert metrics.agreement(labels, flipped) == {"flip_rate": pytest.approx(1 / 3)}

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from slimline.tasks import _kd, evaluate
+from slimline.tasks import _kd, evaluate, metrics
 from slimline.tasks.distill import apply
 from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.load import load_pretrained, load_tokenizer
@@ -55,7 +55,7 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
 def _fidelity(student_dir, teacher, tok, task: str, texts: list[str]) -> float:
     student = load_pretrained(str(student_dir), task)
     base = evaluate.torch_outputs(teacher, tok, task, texts, max_length=32)
-    return evaluate.fidelity(base, evaluate.torch_outputs(student, tok, task, texts, max_length=32))
+    return metrics.fidelity(base, evaluate.torch_outputs(student, tok, task, texts, max_length=32))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from slimline.tasks import evaluate, export, optimize, quantize
+from slimline.tasks import evaluate, export, metrics, optimize, quantize
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 
@@ -37,7 +37,7 @@ def _check(tmp_path: Path, minilm_path: Path, texts: list[str], dim: int, labels
     got = evaluate.onnx_outputs(Path(rec["path"]), texts[:16], max_length=32)
     assert got.values.shape == (16, labels)
     base = evaluate.onnx_outputs(Path(o["path"]), texts[:16], max_length=32)
-    assert evaluate.fidelity(base, got) >= 0.5  # top-1 agreement of the int8 head with fp32
+    assert metrics.fidelity(base, got) >= 0.5  # top-1 agreement of the int8 head with fp32
 
 
 @pytest.mark.parametrize(("dim", "labels"), QUICK)

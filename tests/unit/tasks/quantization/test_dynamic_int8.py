@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from slimline.tasks import evaluate, quantize
+from slimline.tasks import evaluate, metrics, quantize
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 
 
@@ -17,7 +17,7 @@ def test_dynamic_int8(graphs, runs, tmp_path, texts, per_channel: bool) -> None:
     runs(Path(rec["path"]), texts)
     base = evaluate.onnx_outputs(graphs["bert"], texts[:32])
     q = evaluate.onnx_outputs(Path(rec["path"]), texts[:32])
-    assert 0.8 < evaluate.fidelity(base, q) <= 1.0
+    assert 0.8 < metrics.fidelity(base, q) <= 1.0
 
 
 def test_int8_weights_are_about_four_times_smaller(graphs, tmp_path) -> None:
