@@ -10,8 +10,9 @@ PKG_STAMP := $(VENV)/.pkg-installed
 SOURCES := $(shell find slimline pipelines tasks cluster registry -type f \( -name '*.py' -o -name '*.txt' -o -name '*.yaml' \) 2>/dev/null)
 
 CHROMIUM := /usr/bin/chromium
+POSTGRES := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/15/bin/initdb)
 
-.PHONY: demo test test-fast lint install clean headline
+.PHONY: demo test test-fast lint install clean headline gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +33,26 @@ install: $(PKG_STAMP)
 
 # The sweep registers its selection in MLflow (sqlite:///slimline.db here); then list the registry.
 demo: $(PKG_STAMP)
-	$(VENV)/bin/slimline run pipelines/examples/minilm-cpu.yaml
-	$(VENV)/bin/slimline registry ls
+	@start=$$(date +%s); \
+	$(VENV)/bin/slimline run pipelines/examples/minilm-cpu.yaml || exit $$?; \
+	$(VENV)/bin/slimline registry ls; \
+	isa=$$(grep -qw avx512_vnni /proc/cpuinfo && echo AVX-512 VNNI || (grep -qw avx2 /proc/cpuinfo && echo AVX2 || echo no AVX2)); \
+	echo "demo: took $$(( $$(date +%s) - start )) s on $$(nproc) cores, $$isa"; \
+	echo "disk: $$(du -sh artifacts 2>/dev/null | cut -f1) artifacts/, $$(du -sh mlartifacts 2>/dev/null | cut -f1) mlartifacts/, $$(du -sh slimline.db | cut -f1) slimline.db"; \
+	$(VENV)/bin/slimline gc pipelines/examples/minilm-cpu.yaml --dry-run | tail -1
 
 # The headline benchmark (issue 6): a distillation sweep, then MiniLM at batch 32 x 128 (~15 min fresh).
 headline: $(PKG_STAMP)
 	$(PY) benchmarks/headline.py
+
+# The GPU proof (benchmarks/gpu.py): CUDA provider, fp16, Ray num_gpus, GPU distillation, a GPU
+# sweep. With a GPU it first swaps in the CUDA build of torch (README: GPU install); without one
+# it says "no GPU: nothing to check" and exits 0.
+gpu-check: $(PKG_STAMP)
+	@if nvidia-smi -L >/dev/null 2>&1 && ! $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
+		$(PY) -m pip install -q --force-reinstall "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cu128; \
+	fi
+	$(PY) benchmarks/gpu.py
 
 # The MLflow UI test drives Debian's Chromium (playwright comes with the dev extra).
 $(CHROMIUM):
@@ -48,7 +63,12 @@ lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
 
 # Every tier: unit, integration (real Ray and MLflow) and e2e (the CLI and the browser).
-test: $(PKG_STAMP) lint $(CHROMIUM)
+# The PostgreSQL-backed MLflow test starts Debian's PostgreSQL server (initdb, postgres).
+$(POSTGRES):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+
+test: $(PKG_STAMP) lint $(CHROMIUM) $(POSTGRES)
 	$(VENV)/bin/pytest
 
 # The inner loop: the unit tier only (no Ray, no MLflow server, no subprocess sweeps), under 2 minutes.

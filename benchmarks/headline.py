@@ -148,7 +148,7 @@ def main() -> None:
     spec = Spec.model_validate(sweep_spec(args.steps, args.artifacts))
     with RayExecutor(num_cpus=THREADS) as ex:
         manifest = run(spec, ex, threads=1)
-    plan, ctx = prepare(spec, Path(spec.artifacts).resolve() / "stages")
+    plan, ctx = prepare(spec, Path(spec.artifacts.path).resolve() / "stages")
     dirs = _variant_dirs(plan, ctx)
     corpus = builtin_corpus()
     held_out = corpus[HELD_OUT]

@@ -8,10 +8,11 @@ failure such as a dead worker or a lost node, which Ray retries up to `max_retri
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,34 @@ def _warm() -> int:
     for name in WARM_MODULES:
         importlib.import_module(name)
     return os.getpid()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make the Ray that `ray.init` starts listen on 127.0.0.1 only, not on every interface.
+
+    `ray.init(_node_ip_address="127.0.0.1")` is no help: Ray swaps a loopback address for the
+    host's. Its own macOS/Windows mode keeps the node on loopback (GCS, raylet, workers, agents);
+    it is read from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported, so the flag is set for
+    the processes `ray.init` spawns and the imported constant for this one, both only meanwhile:
+    a later `ray.init(address=...)` to a real cluster must see the host's address again.
+    """
+    from ray._private import ray_constants
+
+    var, flag = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "ENABLE_RAY_CLUSTER"
+    saved_env, saved_flag = os.environ.get(var), getattr(ray_constants, flag, None)
+    os.environ[var] = "0"
+    if saved_flag is not None:
+        setattr(ray_constants, flag, False)
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved_env
+        if saved_flag is not None:
+            setattr(ray_constants, flag, saved_flag)
 
 
 def _on_node(fn: Callable[..., Record], stage: dict[str, Any], inputs: dict[str, Record], ctx: Any) -> Record:
@@ -90,7 +119,8 @@ class RayExecutor:
                     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
                         logging.ERROR
                     )
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **opts)
+                with _loopback_only():
+                    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **opts)
             self._owns = True
         self.nodes: list[NodeInfo] = alive_nodes(ray.nodes())
         try:

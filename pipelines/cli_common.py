@@ -16,11 +16,52 @@ from .errors import FatalInputError
 T = TypeVar("T")
 
 
+class OneLineErrors(click.Group):
+    """A group whose usage errors are one line (`error: ...`, exit 2), like every other bad input,
+    instead of click's usage block: scripts and schedulers read one line."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.format_message())  # bare `slimline`: the help, as asked
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = f" (try: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"error: {_one_line(exc.format_message())}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def safe_id(value: str | None) -> str | None:
+    """A --tick-id: it names folders under the artifact root, so nothing may lead outside it."""
+    from .records import RUN_ID
+
+    if value is not None and not RUN_ID.fullmatch(value):
+        raise click.BadParameter("expected letters, digits, '.', '_' or '-' (at most 120, no '..')")
+    return value
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def fail(ctx: click.Context | None, exc: Exception) -> NoReturn:
     """Print `error: <one line>` and exit with the error's code (2 for bad input); --debug re-raises."""
     if ctx is not None and ctx.obj and ctx.obj.get("debug"):
         raise exc
-    click.echo(f"error: {exc}", err=True)
+    from ..registry.store import mask_secrets
+
+    # Scripts read one line, whatever the cause; a URL quoted by a library keeps no password.
+    click.echo(f"error: {mask_secrets(_one_line(str(exc)))}", err=True)
     sys.exit(getattr(exc, "exit_code", 2))
 
 

@@ -123,13 +123,14 @@ def promote(ctx: click.Context, name: str, version: str, alias: str, tracking_ur
 @registry.command()
 @click.argument("ref")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Folder to write into.")
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
 @click.option("--tracking-uri", default=None, help=URI_HELP)
 @click.pass_context
-def pull(ctx: click.Context, ref: str, out_dir: str, tracking_uri: str | None) -> None:
-    """Download the ONNX model (with its tokenizer) of REF into a folder."""
+def pull(ctx: click.Context, ref: str, out_dir: str, force: bool, tracking_uri: str | None) -> None:
+    """Download the ONNX model (with its tokenizer) of REF into an empty folder."""
     from ..registry.browse import Ref
 
-    path = guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir)))
+    path = guarded(ctx, lambda: _browser(ctx, tracking_uri).pull(Ref.parse(ref), Path(out_dir), force))
     click.echo(str(path))
 
 
@@ -141,18 +142,50 @@ def push(ctx: click.Context, run_dir: str, tracking_uri: str | None) -> None:
     """Register a finished run from its folder (after the tracking server was away)."""
     from ..registry.adapter import MlflowRegistry
     from ..registry.store import resolve_uri
-    from ..tasks.base import read_json
     from .publish import publish
-    from .spec import Spec
 
     folder = Path(run_dir)
-    if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
-        fail(ctx, FatalInputError(f"{run_dir}: expected a run folder with manifest.json and spec.json"))
-    spec = Spec.model_validate(read_json(folder / "spec.json"))
-    reg = MlflowRegistry(resolve_uri(tracking_uri, spec.registry.tracking_uri))
+    spec, manifest = guarded(ctx, lambda: _run_folder(folder))
+    spec_uri = spec.registry.tracking_uri
+    if spec_uri and "***" in spec_uri:  # spec.json keeps no secrets: the real URI comes from here
+        spec_uri = None
+        if not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+            fail(
+                ctx,
+                FatalInputError(
+                    f"{run_dir}/spec.json: its tracking URI's secret is masked; "
+                    "give --tracking-uri or MLFLOW_TRACKING_URI"
+                ),
+            )
+    reg = MlflowRegistry(resolve_uri(tracking_uri, spec_uri))
     guarded(ctx, reg.check)
-    manifest = publish(reg, read_json(folder / "manifest.json"), spec, folder)
+    manifest = publish(reg, manifest, spec, folder)
     echo_registered(manifest)
+
+
+def _run_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """The spec and manifest of a finished run's folder, or FatalInputError naming what is wrong."""
+    from pydantic import ValidationError
+
+    from ..tasks.base import read_json_or_none
+    from .spec import Spec, format_validation
+
+    if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
+        raise FatalInputError(f"{folder}: expected a run folder with manifest.json and spec.json")
+    data, manifest = (read_json_or_none(folder / f, f) for f in ("spec.json", "manifest.json"))
+    if not isinstance(data, dict):
+        raise FatalInputError(f"{folder / 'spec.json'}: <root>: expected a JSON object of spec keys")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise FatalInputError(format_validation(exc, str(folder / "spec.json"))) from None
+    keys = ("run_id", "status", "variants", "selected", "baseline")
+    missing = [k for k in keys if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise FatalInputError(
+            f"{folder / 'manifest.json'}: not a slimline manifest (missing {', '.join(missing)})"
+        )
+    return spec, manifest
 
 
 def echo_registered(manifest: dict[str, Any]) -> None:
@@ -169,7 +202,7 @@ def echo_registered(manifest: dict[str, Any]) -> None:
 
 @click.command()
 @click.option("--tracking-uri", default=None, help=URI_HELP)
-@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the configured store."""
     from ..registry.store import artifact_root, resolve_uri

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ..tasks.base import Record, package_version
+from ..tasks.cpu_probe import cpu_flags, cpu_model
 from .plan import Plan, library_versions
 from .ports import ExecutorInfo
 from .records import DONE, RunStatus, Status, failed, succeeded
@@ -15,16 +16,6 @@ from .records import DONE, RunStatus, Status, failed, succeeded
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
 # What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
 DISTILL_KEYS = ("loss_start", "loss_end", "loss_curve", "steps", "train_texts", "device", "train_seconds")
-
-
-def cpu_flags() -> str:
-    """The CPU features that decide which int8/fp16 kernels ORT can use."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return ""
-    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return " ".join(f for f in line.split() if f in wanted)
 
 
 def environment(executor_info: ExecutorInfo) -> dict[str, Any]:
@@ -40,12 +31,29 @@ def environment(executor_info: ExecutorInfo) -> dict[str, Any]:
         "ray": package_version("ray"),
         "mlflow": package_version("mlflow"),
         "slimline": versions.get("slimline"),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
         "cpu_flags": cpu_flags(),
         # What slimline runs with here, not everything the installed ORT build lists.
         "providers": providers_for("cuda" if cuda_usable() else "cpu"),
         "gpus": max(int(cuda_usable()), int(executor_info.gpus)),
         "executor": asdict(executor_info),
     }
+
+
+def _closure(plan: Plan, chain: list[str]) -> list[str]:
+    """The chain's stage ids and every stage they read (the reference a evaluate needs, the base
+    model a distillation learns from), in plan order."""
+    seen: set[str] = set()
+    todo = list(chain)
+    while todo:
+        sid = todo.pop()
+        if sid in seen or sid not in plan.stages:
+            continue
+        seen.add(sid)
+        st = plan.stages[sid]
+        todo += [d for d in [st.parent, *st.needs] if d]
+    return [sid for sid in plan.stages if sid in seen]
 
 
 def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Record]) -> dict[str, Any]:
@@ -59,6 +67,7 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
         "reason": v.reason,
         "metrics": {},
         "onnx": None,
+        "stages": _closure(plan, v.stages),  # what `slimline gc` must keep for this variant
     }
     if v.status == Status.SKIPPED:
         return row

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.base import write_json
+from .locks import single_flight
 from .ports import Registry
 from .report import write_reports
 from .select import gate
@@ -63,8 +64,17 @@ def publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: P
     """Track the run, register the selected variants, apply the champion gate; returns the manifest.
 
     The updated manifest (`registry`, `registered`, `gate`) is written back to `run_dir` before
-    the registry closes the run, so the run's folder always says what the store holds.
+    the registry closes the run, so the run's folder always says what the store holds. One
+    publisher per model name at a time (a file lock beside the runs): two runs finishing together
+    must not both find "no version yet" and register the same variant twice, nor race the alias.
+    Every step finds what an interrupted publish already did, so publishing again resumes it.
     """
+    name = spec.registry.model_name or spec.name
+    with single_flight(run_dir.parent / ".locks" / f"publish-{name}.lock", wait=True):
+        return _publish(registry, manifest, spec, run_dir)
+
+
+def _publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: Path) -> dict[str, Any]:
     run = registry.track(manifest, spec)
     rows = {r["id"]: r for r in manifest["variants"]}
     name = spec.registry.model_name or spec.name
@@ -80,6 +90,6 @@ def publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: P
     manifest["registry"] = registry.describe()
     write_json(run_dir / "manifest.json", manifest)
     if (run_dir / "report.md").is_file():  # the run wrote its reports: now they say the gate's decision
-        write_reports(manifest, run_dir, spec.select.objectives)
+        write_reports(manifest, run_dir, spec.select)
     registry.finish(run, manifest, run_dir)
     return manifest

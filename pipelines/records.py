@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -48,3 +49,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"  # everything ran (skips with a reason included)
     PARTIAL = "partial"  # some variants failed
     FAILED = "failed"  # no baseline, or no variant at all
+
+
+# Run and tick ids become folder names under the artifact root: one safe path segment, no "..".
+RUN_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,119}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
+
+from .spec import SelectSpec
 
 # Shown when at least one variant has the metric (the task and the eval data decide which).
 COLUMNS = (
@@ -41,9 +42,9 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
     """Header plus one row per variant: label, status, metrics and the selection note."""
     selected = manifest["selected"]
     columns = [c for c in COLUMNS if any(c[0] in v["metrics"] for v in manifest["variants"])]
-    rows = [["variant", "status", *(c[1] for c in columns), "note"]]
+    rows = [["#", "variant", "status", *(c[1] for c in columns), "note"]]
     base = manifest["baseline"].get("variant")
-    for v in manifest["variants"]:
+    for n, v in enumerate(manifest["variants"], 1):  # n: the point's number in the plot
         if v["id"] in selected:
             note = f"selected #{selected.index(v['id']) + 1}"
         elif v["id"] == base:
@@ -53,53 +54,8 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
         if v["id"] in manifest.get("ties", {}):
             note += f"; {manifest['ties'][v['id']]}"
         metrics = v["metrics"]
-        rows.append([v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in columns), note])
+        rows.append([str(n), v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in columns), note])
     return rows
-
-
-def pareto_png(manifest: dict[str, Any], objectives: list[str]) -> bytes:
-    """Scatter of the variants over two objectives (fidelity when there is one), baseline and picks marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_key = objectives[0]
-    y_key = objectives[1] if len(objectives) > 1 else "fidelity"
-    selected = manifest["selected"]
-    base = manifest["baseline"].get("variant")
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
-    pts = [v for v in manifest["variants"] if x_key in v["metrics"] and y_key in v["metrics"]]
-    for v in pts:
-        x, y = v["metrics"][x_key], v["metrics"][y_key]
-        if v["id"] == base:
-            ax.scatter(x, y, marker="*", s=260, c="black", zorder=4, label="fp32 baseline")
-        elif v["id"] in selected:
-            ax.scatter(x, y, s=90, c="tab:red", edgecolors="black", zorder=3)
-            ax.annotate(
-                f"#{selected.index(v['id']) + 1} {v['label']}",
-                (x, y),
-                fontsize=7,
-                xytext=(5, 4),
-                textcoords="offset points",
-            )
-        else:
-            why = str(manifest["rejected"].get(v["id"], ""))
-            feasible = not why or why.startswith(("Pareto-dominated", "on the Pareto frontier"))
-            ax.scatter(x, y, s=35, c="tab:blue" if feasible else "lightgrey", edgecolors="grey", zorder=2)
-    ax.scatter([], [], s=90, c="tab:red", edgecolors="black", label="selected")
-    ax.scatter([], [], s=35, c="tab:blue", edgecolors="grey", label="other variants")
-    ax.scatter([], [], s=35, c="lightgrey", edgecolors="grey", label="fails a constraint")
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(y_key)
-    ax.set_title(f"{manifest['run_id']}: {x_key} vs {y_key}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def verdict_lines(manifest: dict[str, Any]) -> list[str]:
@@ -119,18 +75,28 @@ def verdict_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def environment_line(manifest: dict[str, Any]) -> str:
+    """Where the numbers were measured: what int8 speedups and latencies depend on."""
+    env = manifest["environment"]
+    threads = env.get("threads") or {}
+    return (
+        f"CPU: {env.get('cpu_model') or '?'} ({env.get('cpus') or '?'} CPUs; "
+        f"{env.get('cpu_flags') or 'no AVX2'}); executor {env.get('executor', {}).get('kind')}; "
+        f"providers {', '.join(env.get('providers', []))}; threads per task "
+        f"{threads.get('per_task', '?')}, latency timed with {threads.get('latency', '?')}"
+    )
+
+
 def markdown(manifest: dict[str, Any]) -> str:
     """The run as Markdown: summary, environment and the variant table."""
     rows = table_rows(manifest)
-    env = manifest["environment"]
     lines = [
         f"# {manifest['run_id']}",
         "",
         f"- status: **{manifest['status']}**",
         f"- spec hash: `{manifest['spec_hash']}`",
         f"- started {manifest['started']}, finished {manifest['finished']}",
-        f"- executor: {env.get('executor', {}).get('kind')}, CPU flags: {env.get('cpu_flags') or '-'}, "
-        f"providers: {', '.join(env.get('providers', []))}",
+        f"- {environment_line(manifest)}",
         f"- selected: {', '.join(manifest['selected']) or 'none'}",
         *(f"- {line}" for line in verdict_lines(manifest)),
         "",
@@ -141,8 +107,12 @@ def markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_report(manifest: dict[str, Any], png: bytes) -> str:
-    """A single self-contained HTML page: the table and the plot embedded as a data URI."""
+def _img(png: bytes | None, alt: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+
+
+def html_report(manifest: dict[str, Any], plots: list[tuple[str, bytes | None]]) -> str:
+    """A single self-contained HTML page: verdict, plots (embedded as data URIs), environment, table."""
     rows = table_rows(manifest)
     selected = set(manifest["selected"])
     ids = [v["id"] for v in manifest["variants"]]
@@ -153,7 +123,6 @@ def html_report(manifest: dict[str, Any], png: bytes) -> str:
         + "</tr>"
         for vid, r in zip(ids, rows[1:], strict=True)
     )
-    img = base64.b64encode(png).decode()
     title = html.escape(manifest["run_id"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -163,17 +132,24 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}tr.sel{{background
 <p>status <b>{html.escape(manifest["status"])}</b>;
 spec hash <code>{html.escape(manifest["spec_hash"])}</code>;
 selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
-{"".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(manifest))}
-<img alt="Pareto plot" src="data:image/png;base64,{img}">
+<div class="verdict">{"".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(manifest))}</div>
+{"".join(_img(png, alt) for alt, png in plots)}
+<p class="environment">{html.escape(environment_line(manifest))}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>
 """
 
 
-def write_reports(manifest: dict[str, Any], run_dir: Path, objectives: list[str]) -> tuple[Path, Path]:
+def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -> tuple[Path, Path]:
     """Write report.md and report.html into `run_dir`; returns their paths."""
+    from .report_plots import main_png, technique_png
+
     run_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(markdown(manifest))
-    html_path.write_text(html_report(manifest, pareto_png(manifest, objectives)))
+    plots = [
+        ("speedup against fidelity", main_png(manifest, select.objectives, select.constraints)),
+        ("each technique on its own", technique_png(manifest)),
+    ]
+    html_path.write_text(html_report(manifest, plots))
     return md_path, html_path

@@ -13,10 +13,11 @@ from ..tasks.base import Record, write_json
 from ..tasks.digest import source_digest
 from . import champion
 from .data import RunData, prepare_data
+from .errors import FatalInputError
 from .manifest import environment, overall_status, variant_rows
 from .plan import Plan, Stage, build_plan, stage_id
 from .ports import Executor, NullObserver, Observer, Registry
-from .records import RunStatus, Status, failed, succeeded
+from .records import RUN_ID, RunStatus, Status, failed, succeeded
 from .report import write_reports
 from .select import Selection, select
 from .spec import Spec
@@ -181,12 +182,20 @@ def run(
     Ctrl-C still writes a consistent manifest (status failed, unfinished stages interrupted) and
     then re-raises KeyboardInterrupt; every finished stage stays cached for the next run.
     """
+    for what, value in (("tick id", tick_id), ("run id", run_id)):
+        if value is not None and not RUN_ID.fullmatch(value):
+            # Ids become folder names under the artifact root: nothing may lead outside it.
+            raise FatalInputError(f"{what} {value!r}: expected letters, digits, '.', '_' or '-' (≤ 120)")
     obs = observer or NullObserver()
     started = dt.datetime.now(dt.UTC)
     info = executor.describe()
     env = environment(info)
-    root = Path(spec.artifacts).resolve()
+    root = Path(spec.artifacts.path).resolve()
     plan, ctx = prepare(spec, root / "stages", gpus=env["gpus"], threads=threads)
+    env["threads"] = {
+        "per_task": ctx.threads,
+        "latency": spec.evaluate.latency.threads or "every CPU of the node",
+    }
     obs.planned(plan)
     # One task per worker: a freed worker then gets the best stage ready at that moment, rather
     # than whatever was queued in Ray earlier; the round trip is milliseconds against seconds.
@@ -242,9 +251,9 @@ def run(
         "submission_id": os.environ.get("SLIMLINE_SUBMISSION_ID"),  # set when submitted as a Ray job
         "base_model_digest": plan.model_digest,  # the digest the load stage's id hashes
     }
-    write_json(root / run_id / "spec.json", spec.model_dump(mode="json"))  # what `registry push` reads
+    write_json(root / run_id / "spec.json", spec.public())  # what `registry push` reads
     write_json(root / run_id / "manifest.json", manifest)
-    write_reports(manifest, root / run_id, spec.select.objectives)
+    write_reports(manifest, root / run_id, spec.select)
     if interrupted:
         raise interrupted
     return manifest

@@ -8,17 +8,16 @@ sees the same run again and adds nothing. The clock and the sleep are injected f
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import json
 import logging
-import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..tasks.base import read_json_or_none, write_json
 from .errors import SpecError
+from .locks import Busy, single_flight
 
 log = logging.getLogger(__name__)
 UTC = dt.UTC
@@ -32,12 +31,26 @@ class Tick:
     at: dt.datetime
 
 
-def check_cron(expr: str, where: str = "schedule.cron") -> None:
-    """Raise SpecError unless `expr` is a valid 5-field cron expression."""
-    from croniter import croniter
+# Any of these in a value that reaches a line-based config (crontab, unit file) starts a new line
+# or hides one; a cron field is only ever printable ASCII.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FIXED_START = dt.datetime(2000, 1, 1, tzinfo=UTC)
 
+
+def check_cron(expr: str, where: str = "schedule.cron") -> None:
+    """Raise SpecError unless `expr` is a valid 5-field cron expression that fires."""
+    from croniter import CroniterBadDateError, croniter
+
+    if CONTROL.search(expr):
+        raise SpecError(f"{where}: control characters (newline, tab...) are not allowed")
     if len(expr.split()) != 5 or not croniter.is_valid(expr):
         raise SpecError(f"{where}: not a valid 5-field cron expression (got {expr!r})")
+    if re.search(r"(?<![a-z])r(?![a-z])", expr.lower()):  # croniter's R: a new draw in every process
+        raise SpecError(f"{where}: R (random) is not allowed: every process would draw other fire times")
+    try:
+        croniter(expr, _FIXED_START).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise SpecError(f"{where}: never fires: none of its months has that day") from None
 
 
 def fire_times(expr: str, after: dt.datetime, n: int) -> list[dt.datetime]:
@@ -64,25 +77,6 @@ def tick_of(spec_hash: str, at: dt.datetime) -> Tick:
     return Tick(f"{spec_hash[:12]}-{at.strftime('%Y%m%dT%H%MZ')}", at)
 
 
-class Busy(RuntimeError):
-    """Another tick of this schedule is running (the single-flight lock is held)."""
-
-
-@contextlib.contextmanager
-def single_flight(lock_path: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock across processes; Busy if another holder has it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"another run of this schedule holds {lock_path}") from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 class Scheduler:
     """Fires the ticks of one spec's schedule, each at most once.
 
@@ -107,19 +101,19 @@ class Scheduler:
         self.lock_path = state_dir / f"{spec_hash[:12]}.lock"
 
     def _state(self) -> dict:
-        if self.state_path.is_file():
-            return json.loads(self.state_path.read_text())
-        return {"done": [], "last": None}
+        # Unreadable state (a crash, a full disk) counts as none: a tick it hid reruns as the same
+        # run id, which the stage cache and the registry recognise, so nothing is done twice.
+        state = read_json_or_none(self.state_path, "schedule state")
+        if not isinstance(state, dict) or not isinstance(state.get("done"), list):
+            return {"done": [], "last": None}
+        return state
 
     def _record(self, tick: Tick, code: int) -> None:
         state = self._state()
         if code == 0 and tick.id not in state["done"]:
             state["done"] = [*state["done"], tick.id][-1000:]
         state["last"] = {"tick": tick.id, "at": tick.at.isoformat(), "exit_code": code}
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_path)
+        write_json(self.state_path, state)
 
     def due(self, now: dt.datetime) -> list[Tick]:
         """The ticks to fire at `now`, after the missed-tick policy.

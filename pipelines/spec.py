@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..tasks.base import Task, TechniqueConfig
+from ..tasks.base import Task, TechniqueConfig, utf8_error
 from ..tasks.catalog import UnknownTechnique, config_class
 from ..tasks.distillation.kd import DistillConfig
 from ..tasks.evaluate import LatencyConfig
@@ -31,7 +31,7 @@ from .schedule import check_cron
 
 class _Strict(BaseModel):
     # NaN and infinity are never meaningful settings, and a NaN bound would disable its constraint.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class ModelSpec(_Strict):
@@ -128,8 +128,8 @@ Entry = str | dict[str, Any]
 
 
 class VariantsSpec(_Strict):
-    pruning: list[Entry] = Field(default_factory=lambda: ["none"])
-    quantization: list[Entry] = Field(default_factory=lambda: ["none"])
+    pruning: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
+    quantization: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
     distillation: DistillationSpec = DistillationSpec()
 
 
@@ -185,12 +185,27 @@ class SelectSpec(_Strict):
         return value
 
 
+# What MLflow accepts as a registered model name, and what stays a safe path segment everywhere.
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
 class RegistrySpec(_Strict):
-    model_name: str | None = None
+    model_name: str | None = Field(default=None, pattern=NAME, max_length=100)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///slimline.db
     alias: str = "champion"
+
+    @field_validator("alias")
+    @classmethod
+    def _mlflow_alias(cls, value: str) -> str:
+        from ..registry.store import alias_problem
+
+        problem = alias_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     # Which child runs get their ONNX model logged: every finished variant, or the selection only.
-    log_models: Literal["all", "selected"] = "all"
+    log_models: Literal["all", "selected"] = "selected"
     # The alias moves only to a version that beats the champion by more than this on the first
     # objective (timed: the whole CI of the paired ratio), or ties it and has more fidelity.
     min_gain: float = Field(default=0.05, ge=0, lt=1)
@@ -211,14 +226,26 @@ class ScheduleSpec(_Strict):
     def _valid_cron(cls, value: str) -> str:
         try:
             check_cron(value)
-        except SpecError:
-            raise ValueError("expected a 5-field cron expression such as '0 3 * * *'") from None
+        except SpecError as exc:
+            reason = str(exc).removeprefix("schedule.cron: ")
+            if reason.startswith("not a valid"):
+                reason = "expected a 5-field cron expression such as '0 3 * * *'"
+            raise ValueError(reason) from None
         return value
+
+
+class ArtifactsSpec(_Strict):
+    """Where stages and runs are written, and what `slimline gc` keeps of them."""
+
+    path: str = Field(default="./artifacts", min_length=1)
+    # all: only stages no run refers to are removable; selected: the latest run's baseline and
+    # selected variants (and what they were built from); registered: its registered ones only.
+    keep: Literal["all", "selected", "registered"] = "selected"
 
 
 class Spec(_Strict):
     version: Literal[1]
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=NAME)  # in file names: ≤ 255 bytes with ids
     model: ModelSpec
     data: DataSpec = DataSpec()
     variants: VariantsSpec = VariantsSpec()
@@ -227,8 +254,22 @@ class Spec(_Strict):
     registry: RegistrySpec = RegistrySpec()
     resources: ResourcesSpec = ResourcesSpec()
     export: ExportConfig = ExportConfig()  # a pruning entry may override it with its own `export:`
-    artifacts: str = "./artifacts"
+    artifacts: ArtifactsSpec = ArtifactsSpec()
     schedule: ScheduleSpec | None = None
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value  # `artifacts: ./runs` still works
+
+    def public(self) -> dict[str, Any]:
+        """The spec as JSON data with the tracking URI's secret masked: what files and artifacts keep."""
+        from ..registry.store import masked
+
+        data = self.model_dump(mode="json")
+        if self.registry.tracking_uri:
+            data["registry"]["tracking_uri"] = masked(self.registry.tracking_uri)
+        return data
 
     def digest(self) -> str:
         """Content hash of the validated spec (key order and formatting do not matter)."""
@@ -237,10 +278,16 @@ class Spec(_Strict):
         ]
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of an offending value, cut so that an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _field_error(exc: ValidationError, where: str) -> SpecError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
-    return SpecError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})")
+    return SpecError(f"{where}.{loc}: {err['msg']} (got {_short(err.get('input'))})")
 
 
 def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]:
@@ -260,6 +307,9 @@ def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]
         raise SpecError(f"{where}.method: {exc}") from None
     keys = list(entry)
     grids = [v if isinstance(v, list) and k not in cls.list_fields else [v] for k, v in entry.items()]
+    empty = next((k for k, g in zip(keys, grids, strict=True) if not g), None)
+    if empty is not None:  # an empty axis would silently drop the whole entry from the grid
+        raise SpecError(f"{where}.{empty}: empty list (a grid axis needs at least one value)")
     out: list[TechniqueConfig | None] = []
     for combo in itertools.product(*grids):
         try:
@@ -301,14 +351,67 @@ def variant_axes(
     return pruning, quant
 
 
-def _format(exc: ValidationError, file: str) -> str:
+def format_validation(exc: ValidationError, file: str) -> str:
     err = exc.errors()[0]
     skip = ("function-", "tagged-union", "source:")
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(skip))
     msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
-    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
     extra = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
     return f"{file}: {loc or '<root>'}: {msg}{got}{extra}"
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (the last one would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml(path: Path) -> Any:
+    """The file's YAML document, or SpecError with the line of the problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: {utf8_error(exc)}") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<root>"
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise SpecError(f"{path}: {where}: not valid YAML ({' '.join(str(problem).split())})") from None
+    if _too_big(data):  # aliases of aliases: a few hundred bytes can stand for millions of values
+        raise SpecError(f"{path}: <root>: YAML aliases expand to more than {MAX_VALUES} values")
+    return data
+
+
+MAX_VALUES = 100_000
+
+
+def _too_big(data: Any) -> bool:
+    """Whether the document, with every alias expanded, holds more than MAX_VALUES values."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return True
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return False
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -316,18 +419,13 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise SpecError(f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = _yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format(exc, str(path))) from None
+        raise SpecError(format_validation(exc, str(path))) from None
     try:
         variant_axes(spec)  # technique configs are validated now, not mid-run
         check_data(spec)

@@ -19,9 +19,10 @@ import numpy as np
 
 from ..tasks import distill, evaluate, export, load, metrics, optimize, prune, quantize
 from ..tasks import graph as graph_io
-from ..tasks.base import Record, SkipVariant, TaskError, read_json, write_json
+from ..tasks.base import Record, SkipVariant, TaskError, read_json_or_none, write_json
 from ..tasks.catalog import make_config
 from ..tasks.runtime import quiet_libraries, set_torch_threads
+from .locks import single_flight
 from .records import Status, failed, skipped
 
 
@@ -49,8 +50,7 @@ def record_path(ctx: Context, sid: str) -> Path:
 
 def cached(ctx: Context, sid: str) -> Record | None:
     """The record of a finished stage, or None."""
-    path = record_path(ctx, sid)
-    return read_json(path) if path.is_file() else None
+    return read_json_or_none(record_path(ctx, sid), "stage record")
 
 
 def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Record:
@@ -59,10 +59,20 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
     Deterministic failures come back as records with status failed/skipped rather than as
     exceptions, so an executor only ever sees exceptions for system failures (which it may retry).
     """
-    sid, kind = stage["id"], stage["kind"]
+    sid = stage["id"]
     done = cached(ctx, sid)
     if done is not None:
         return {**done, "cached": True}
+    # Two runs of one spec at once compute each stage once: the second waits, then reads the first's.
+    with single_flight(Path(ctx.root) / ".locks" / f"{sid}.lock", wait=True):
+        done = cached(ctx, sid)
+        if done is not None:
+            return {**done, "cached": True}
+        return _run(stage, inputs, ctx)
+
+
+def _run(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Record:
+    sid, kind = stage["id"], stage["kind"]
     quiet_libraries()
     set_torch_threads(ctx.threads)
     out = Path(ctx.root) / sid

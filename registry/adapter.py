@@ -10,6 +10,8 @@ mean equal models).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +22,16 @@ from ..pipelines.records import DONE, RunStatus, Status, numeric
 from ..pipelines.spec import Spec
 from .lineage import TAG, metrics_of, version_tags
 from .store import artifact_root, bound, check_reachable, client, masked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _q(value: str) -> str:
@@ -90,6 +102,7 @@ class MlflowRegistry:
             f"{TAG}run_id": manifest["run_id"],
             f"{TAG}spec_hash": manifest["spec_hash"],
             f"{TAG}status": manifest["status"],
+            f"{TAG}publisher": f"{socket.gethostname()}:{os.getpid()}",  # who may still finish it
         }
         for key in ("tick_id", "submission_id"):
             if manifest.get(key):
@@ -154,12 +167,27 @@ class MlflowRegistry:
         )
         if found is not None:
             model_id = str(found.data.tags[f"{TAG}model_id"])
+        elif (logged := self._logged_on(exp_id, child)) is not None:
+            model_id = logged  # a publish that died before tagging it: the model is there already
         elif row.get("onnx") and Path(row["onnx"]).is_file():
             model_id = self._log_onnx(child, Path(row["onnx"]))
         else:
             return None
         self.client.set_tag(child, f"{TAG}model_id", model_id)
         return model_id
+
+    def _logged_on(self, exp_id: str, child: str) -> str | None:
+        """A finished model already logged on the child run; unfinished ones (an upload cut off)
+        are marked failed, so that only the one logged next remains usable."""
+        from mlflow.entities import LoggedModelStatus
+
+        ready = None
+        for m in self.client.search_logged_models([exp_id], filter_string=f"source_run_id = '{_q(child)}'"):
+            if m.status == LoggedModelStatus.READY:
+                ready = ready or str(m.model_id)
+            elif m.status == LoggedModelStatus.PENDING:
+                self.client.finalize_logged_model(m.model_id, LoggedModelStatus.FAILED)
+        return ready
 
     def _log_onnx(self, run_id: str, path: Path) -> str:
         import mlflow
@@ -200,10 +228,27 @@ class MlflowRegistry:
         return str(mv.version)
 
     # ------------------------------------------------------------------ the Registry port
+    def _close_stale(self, exp_id: str, run_id: str) -> None:
+        """Parent runs left RUNNING by a publisher that died: its process is gone from this host,
+        or it started over a day ago. They are closed KILLED (a re-push of that run reopens none:
+        it finds the run by its id and finishes it)."""
+        host = socket.gethostname()
+        day_ago = (time.time() - 86_400) * 1000
+        for r in self.client.search_runs(
+            [exp_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}publisher` LIKE '%:%'"
+        ):
+            if r.data.tags.get(f"{TAG}run_id") == run_id:
+                continue
+            where, _, pid = r.data.tags[f"{TAG}publisher"].rpartition(":")
+            if (where == host and not _alive(int(pid))) or r.info.start_time < day_ago:
+                self.client.set_tag(r.info.run_id, f"{TAG}stale", "its publisher stopped before finishing")
+                self.client.set_terminated(r.info.run_id, "KILLED")
+
     def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
         """The parent run and one child run per variant; ONNX models too when `log_models: all`."""
         with bound(self.uri):
             exp = self._experiment(spec.name)
+            self._close_stale(exp, manifest["run_id"])
             run = TrackedRun(self._parent(exp, manifest, spec), experiment=exp)
             for row in manifest["variants"]:
                 if row["status"] != Status.SKIPPED:
@@ -246,7 +291,7 @@ class MlflowRegistry:
         """Download the version's logged model (graph, tokenizer, meta.json) into `dest`."""
         from .browse import Browser, Ref
 
-        return Browser(self.uri).pull(Ref(name, version=version), dest)
+        return Browser(self.uri).pull(Ref(name, version=version), dest, force=True)  # our own cache folder
 
     def aliases_of(self, name: str, version: str) -> list[str]:
         """The aliases of one version."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..pipelines.errors import FatalInputError
 from .lineage import TAG, metrics_of
-from .store import bound, client
+from .store import alias_problem, bound, client
 
 KEY_METRICS = ("fidelity", "speedup_vs_baseline", "latency_p50_ms", "size_mb")
 
@@ -71,24 +73,33 @@ class Browser:
                 return self.client.get_model_version(ref.name, ref.version)
             except MlflowException:
                 raise UnknownModel(f"{ref}: model {ref.name!r} has no version {ref.version}") from None
-        versions = self.client.search_model_versions(f"name='{ref.name}'", order_by=["version_number DESC"])
+        versions = self._versions(ref.name)
         if not versions:
             raise UnknownModel(f"{ref}: model {ref.name!r} has no versions")
-        return versions[0]
+        return max(versions, key=lambda v: int(v.version))
+
+    def _versions(self, name: str) -> list[Any]:
+        """Every version of a model. MLflow's filter language has no escape for a quote, so a
+        name with one (made outside slimline) is matched here instead of in the filter."""
+        if "'" not in name:
+            return list(self.client.search_model_versions(f"name='{name}'"))
+        return [v for v in self.client.search_model_versions() if v.name == name]
 
     def ls(self) -> list[dict[str, Any]]:
         """Every registered model: latest version, aliases and the key metrics of the latest."""
         rows = []
         for model in self.client.search_registered_models(max_results=1000):
-            latest = self.version(Ref(model.name))
+            versions = self._versions(model.name)
+            latest = max(versions, key=lambda v: int(v.version)) if versions else None
+            tags = dict(latest.tags) if latest else {}
             rows.append(
                 {
                     "name": model.name,
-                    "latest": str(latest.version),
-                    "versions": len(self.client.search_model_versions(f"name='{model.name}'")),
+                    "latest": str(latest.version) if latest else "-",  # registered, nothing in it yet
+                    "versions": len(versions),
                     "aliases": {a: str(v) for a, v in model.aliases.items()},
-                    "label": latest.tags.get(f"{TAG}label", ""),
-                    "metrics": {k: v for k, v in metrics_of(latest.tags).items() if k in KEY_METRICS},
+                    "label": tags.get(f"{TAG}label", ""),
+                    "metrics": {k: v for k, v in metrics_of(tags).items() if k in KEY_METRICS},
                 }
             )
         return rows
@@ -129,29 +140,41 @@ class Browser:
 
     def promote(self, name: str, version: str, alias: str) -> None:
         """Point `alias` at `version` by hand (the gate is for automatic moves)."""
+        problem = alias_problem(alias)
+        if problem:
+            raise FatalInputError(f"--alias {alias!r}: {problem}")
         self.version(Ref(name, version=version))
         self.client.set_registered_model_alias(name, alias, version)
 
-    def pull(self, ref: Ref, out_dir: Path) -> Path:
-        """Download a version's ONNX model folder into `out_dir`; returns the model.onnx path."""
+    def pull(self, ref: Ref, out_dir: Path, force: bool = False) -> Path:
+        """Download a version's ONNX model, tokenizer and meta.json into `out_dir` (which must be
+        empty unless `force`); returns the model.onnx path."""
         import mlflow.artifacts
 
         mv = self.version(ref)
+        if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
+            raise FatalInputError(f"-o {out_dir}: not an empty folder (--force writes into it anyway)")
         out_dir.mkdir(parents=True, exist_ok=True)
-        with bound(self.uri):  # models:/ URIs are resolved through the process-wide registry URI
-            got = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{mv.name}/{mv.version}",
-                    dst_path=str(out_dir),
-                    tracking_uri=self.uri,
+        # Download beside it first: only this version's files may end up as out_dir/model.onnx.
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
+            with bound(self.uri):  # models:/ URIs resolve through the process-wide registry URI
+                got = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=tmp, tracking_uri=self.uri
+                    )
                 )
-            )
-        onnx_files = sorted(got.rglob("model.onnx"))
-        if not onnx_files:
-            raise UnknownModel(f"{ref}: version {mv.version} has no model.onnx in its artifacts")
-        # The tokenizer and meta.json were logged as extra files: put them beside the graph, so the
-        # pulled folder is what slimline itself evaluates (and what a server would load).
-        for extra in got.rglob("extra_files/*"):
-            if extra.is_file() and not (onnx_files[0].parent / extra.name).exists():
-                shutil.copy2(extra, onnx_files[0].parent / extra.name)
-        return onnx_files[0]
+            onnx_files = sorted(got.rglob("model.onnx"))
+            if not onnx_files:
+                raise UnknownModel(f"{ref}: version {mv.version} has no model.onnx in its artifacts")
+            folder = onnx_files[0].parent
+            # The tokenizer and meta.json were logged as extra files: put them beside the graph, so
+            # the pulled folder is what slimline itself evaluates (and what a server would load).
+            for extra in got.rglob("extra_files/*"):
+                if extra.is_file() and not (folder / extra.name).exists():
+                    shutil.copy2(extra, folder / extra.name)
+            for item in folder.iterdir():
+                target = out_dir / item.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+        return out_dir / "model.onnx"

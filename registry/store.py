@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,12 +29,29 @@ def resolve_uri(flag: str | None, spec_uri: str | None = None) -> str:
 
 
 def masked(uri: str) -> str:
-    """The URI with the password of its user-info replaced by ***, for messages and artifacts."""
+    """The URI with the secret of its user-info (password, or a lone token) replaced by ***."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    elif parts.username is not None:  # a token alone in the user-info is a secret too
+        netloc = "***@" + parts.netloc.split("@", 1)[1]
+    else:
         return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow would refuse an alias, or None: `latest` and `v<number>` name versions."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias):
+        return "expected letters, digits, '_' or '-'"
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        return "reserved by MLflow ('latest' and v<number> refer to versions)"
+    return None
+
+
+def mask_secrets(text: str) -> str:
+    """Every `scheme://user:password@` in a message (a library's error may quote the URL) masked."""
+    return re.sub(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+:)[^@\s/]+@", r"\1***@", text)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -60,26 +79,113 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise RegistryUnreachable, naming the URI, unless the store answers."""
-    if uri.startswith(("http://", "https://")):
+# Database stores MLflow runs on, and the package that provides each SQLAlchemy driver module.
+DB_SCHEMES = ("postgresql", "mysql", "mssql")
+DRIVER_PACKAGES = {
+    "psycopg": "'psycopg[binary]'",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "pyodbc": "pyodbc",
+}
+
+
+def _without_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """The URI without user-info, and a Basic auth header carrying it (urllib would take
+    `user:pass@host` for the host name)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None:
+        return uri, {}
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal
+        netloc = f"[{netloc}]"
+    netloc += f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    """The server answers /health, and /version like MLflow does (a version number, not a page)."""
+    url, headers = _without_credentials(uri)
+    shown = masked(uri)
+    for path in ("/health", "/version"):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise RegistryUnreachable(f"tracking server {uri} answered /health with {resp.status}")
-        except (urllib.error.URLError, OSError) as exc:
+            req = urllib.request.Request(url.rstrip("/") + path, headers=headers)
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                body = resp.read(200).decode("utf-8", "replace").strip()
+        except urllib.error.HTTPError as exc:
+            raise RegistryUnreachable(
+                f"tracking server {shown} answered {path} with HTTP {exc.code}: not an MLflow server?"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RegistryUnreachable(f"tracking server {uri} is unreachable ({reason})") from None
+            raise RegistryUnreachable(f"tracking server {shown} is unreachable ({reason})") from None
+        if path == "/version" and not re.fullmatch(r"\d+\.\d+[\w.+-]*", body):
+            raise RegistryUnreachable(
+                f"tracking server {shown}: /version is not an MLflow version ({body[:40]!r})"
+            )
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    """The SQLAlchemy driver of a database URI imports and the database answers within `timeout`
+    (MLflow itself would retry for minutes, or fail mid-publish)."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = masked(uri)
+    try:
+        dialect = make_url(uri).get_dialect()
+        dialect.import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise RegistryUnreachable(
+            f"tracking store {shown}: not a database URI SQLAlchemy knows ({exc})"
+        ) from None
+    except ImportError as exc:
+        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+        raise RegistryUnreachable(
+            f"tracking store {shown}: its database driver is not installed: pip install {package}"
+        ) from None
+    seconds = {"connect_timeout": max(1, int(timeout))} if dialect.name in ("postgresql", "mysql") else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=seconds, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # the drivers' errors share no base class worth naming
+        reason = mask_secrets(" ".join(str(getattr(exc, "orig", exc)).split()))[:200]
+        raise RegistryUnreachable(f"tracking store {shown} is unreachable ({reason})") from None
+    finally:
+        engine.dispose()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise RegistryUnreachable, naming the URI (password masked), unless the store can answer."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme in ("http", "https"):
+        _check_http(uri, timeout)
         return
     db = sqlite_path(uri)
     if db is not None:
         if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
             raise RegistryUnreachable(f"tracking store {uri}: folder {db.parent} is missing or not writable")
+        if db.exists() and not db.is_file():
+            raise RegistryUnreachable(f"tracking store {uri}: {db} is a folder, not a SQLite database file")
+        return
+    if scheme in DB_SCHEMES:
+        _check_database(uri, timeout)
+        return
+    if scheme == "databricks":
         return
     if uri.startswith(("file:", "./", "/")) or "://" not in uri:
         raise RegistryUnreachable(
-            f"tracking store {uri}: MLflow 3.13+ refuses file stores; use sqlite:///<file>.db or http(s)://"
+            f"tracking store {masked(uri)}: MLflow 3.13+ refuses file stores; use sqlite:///<file>.db or http(s)://"
         )
+    raise RegistryUnreachable(
+        f"tracking store {masked(uri)}: unknown scheme {scheme!r}; expected http(s)://, sqlite:///, "
+        "postgresql://, mysql://, mssql:// or databricks"
+    )
 
 
 @contextlib.contextmanager
@@ -105,4 +211,20 @@ def client(uri: str) -> Any:
     quiet_mlflow()
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # MLflow creates a SQLite store's tables when a client or the fluent API first touches it;
+    # two processes doing that at once (two runs of one spec) collide on CREATE TABLE. One
+    # initialises every store of the file (the fluent API's too), the other waits.
+    from ..pipelines.locks import single_flight
+
+    with single_flight(db.with_name(f".{db.name}.init.lock"), wait=True):
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
+        with bound(uri):
+            import mlflow
+
+            mlflow.search_experiments(max_results=1)
+    return c

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -13,7 +14,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Strict
+
+log = logging.getLogger(__name__)
+# Configs are strict (a typo like per_channel: "yes" must not become a setting), but JSON and
+# YAML have no tuples: tuple fields take lists.
+LAX = Strict(False)
 
 # A record is the small JSON-serialisable result of a stage; it is what crosses process boundaries.
 Record = dict[str, Any]
@@ -41,7 +47,8 @@ class StepConfig(BaseModel):
     """
 
     # NaN or infinity in a setting is a mistake, never a value to compute with.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict: "yes" is not a bool and "3" not an int; a typo must not become a setting.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
     version: ClassVar[int] = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -97,38 +104,76 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def _fsync_tree(root: Path) -> None:
+    for p in [root, *root.rglob("*")]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to `final` only if the block succeeds.
 
     A crash mid-stage therefore never leaves a half-written output that a later run would
-    mistake for a finished stage.
+    mistake for a finished stage. Outputs are content-addressed, so when another writer got
+    there first its (identical) output is kept: a reader of `final` never sees it vanish.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
+        _fsync_tree(tmp)  # the stage record written next must never point at data still in cache
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (write a temp file, then rename)."""
+    """Write JSON atomically and durably: a uniquely named temp file, fsync, then rename over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2, sort_keys=True, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def read_json_or_none(path: Path, what: str) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a warning says which):
+    state a crash or a full disk corrupted is recomputed, never a reason for every later run to fail."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s %s is unreadable (%s): treating it as absent", what, path, str(exc).splitlines()[0])
+        return None
+
+
+def utf8_error(exc: UnicodeDecodeError) -> str:
+    """One line on where a file stops being UTF-8."""
+    return f"not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})"
 
 
 def dir_size_bytes(path: Path) -> int:

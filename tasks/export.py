@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from . import _structural as st
-from .base import Record, StepConfig, TaskError, atomic_dir
+from .base import LAX, Record, StepConfig, TaskError, atomic_dir
 from .families import detect, get_path, layers_of, num_heads
 from .graph import ONNX_NAME, compare, onnx_size_bytes, write_meta
 from .inputs import TaskWrapper, encode, input_names, output_name, torch_forward
@@ -41,7 +41,7 @@ class ExportConfig(StepConfig):
     opset: int = Field(default=18, ge=17)
     atol: float = Field(default=1e-3, gt=0)
     min_cosine: float = Field(default=0.9999, gt=0, le=1)
-    parity_shapes: tuple[tuple[int, int], ...] = ((1, 5), (3, 17))
+    parity_shapes: Annotated[tuple[Annotated[tuple[int, int], LAX], ...], LAX] = ((1, 5), (3, 17))
 
 
 def check_parity(

@@ -44,15 +44,29 @@ def resolve_source(source: str) -> str:
         path = Path(next(iter(spec.submodule_search_locations))) / sub
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"model.source {source!r}: {path} has no config.json")
+        _check_config(path / "config.json", source)
         return str(path)
     path = Path(source).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"model.source {source!r}: folder has no config.json")
+        _check_config(path / "config.json", source)
         return str(path.resolve())
     if source.startswith((".", "/", "~")):
         raise ModelSourceError(f"model.source {source!r}: no such folder")
     return source  # a Hugging Face Hub id, resolved by from_pretrained
+
+
+def _check_config(path: Path, source: str) -> None:
+    """A config.json transformers can read: checked before any stage (or cluster) starts."""
+    try:
+        config = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSourceError(f"model.source {source!r}: {path.name} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelSourceError(
+            f'model.source {source!r}: {path.name} has no "model_type" (not a transformers config)'
+        )
 
 
 def auto_class(task: str) -> Any:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import Record, StepConfig, atomic_dir
+from .base import LAX, Record, StepConfig, atomic_dir
 from .graph import ONNX_NAME, compare, copy_sidecars, feeds_for, onnx_size_bytes, read_meta
 from .runtime import session
 
@@ -28,7 +28,7 @@ class OptimizeConfig(StepConfig):
     enabled: bool = True
     atol: float = Field(default=1e-3, gt=0)
     min_cosine: float = Field(default=0.9999, gt=0, le=1)
-    parity_shape: tuple[int, int] = (2, 16)
+    parity_shape: Annotated[tuple[int, int], LAX] = (2, 16)
 
 
 def _optimize(src: Path, dst: Path, meta: Record, only_onnxruntime: bool) -> dict[str, int]:

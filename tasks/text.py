@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .base import TaskError
+from .base import TaskError, utf8_error
 
 
 @dataclass(frozen=True)
@@ -37,23 +37,53 @@ def load_file(
 ) -> Examples:
     """Read texts (and labels, or sentence pairs with a score) from a .jsonl, .csv or .parquet file."""
     path = Path(path)
-    if not path.is_file():
-        raise TaskError(f"data file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        raise TaskError(f"data file {path}: expected .jsonl, .csv or .parquet")
+    rows = _rows(path)
     if pair_field and score_field:
         return _pairs(rows, str(path), text_field, pair_field, score_field)
     return _examples(rows, str(path), text_field, label_field)
+
+
+def _rows(path: Path) -> list[dict]:
+    """The file's records; any unreadable file or record is one TaskError naming the file and line."""
+    if not path.is_file():
+        raise TaskError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return _jsonl(path)
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                return list(csv.DictReader(fh))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"data file {path}: {utf8_error(exc)}") from None
+    except (csv.Error, OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors or OSErrors
+        raise TaskError(f"data file {path}: cannot read it ({str(exc).splitlines()[0]})") from None
+    raise TaskError(f"data file {path}: expected .jsonl, .csv or .parquet")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"data file {path}: line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise TaskError(f"data file {path}: line {n}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _field(row: dict, name: str, where: str, n: int) -> object:
+    if name not in row:
+        raise TaskError(f"{where}: row {n} has no field {name!r}")
+    return row[name]
 
 
 def _pairs(rows: list[dict], where: str, text_field: str, pair_field: str, score_field: str) -> Examples:
@@ -66,13 +96,14 @@ def _pairs(rows: list[dict], where: str, text_field: str, pair_field: str, score
     index: dict[str, int] = {}
     pairs: list[tuple[int, int, float]] = []
     for n, row in enumerate(rows, 1):
+        value = _field(row, score_field, where, n)
         try:
-            score = float(row[score_field])
+            score = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise TaskError(f"{where}: row {n}: {score_field} {row[score_field]!r} is not a number") from None
+            raise TaskError(f"{where}: row {n}: {score_field} {value!r} is not a number") from None
         if not math.isfinite(score):
             raise TaskError(f"{where}: row {n}: {score_field} is not finite")
-        i, j = (index.setdefault(str(row[f]), len(index)) for f in (text_field, pair_field))
+        i, j = (index.setdefault(str(_field(row, f, where, n)), len(index)) for f in (text_field, pair_field))
         pairs.append((i, j, score))
     return Examples(list(index), pairs=pairs)
 
@@ -82,12 +113,12 @@ def _examples(rows: list[dict], where: str, text_field: str, label_field: str | 
         raise TaskError(f"{where}: no rows")
     if text_field not in rows[0]:
         raise TaskError(f"{where}: no field {text_field!r} (fields: {', '.join(map(str, rows[0]))})")
-    texts = [str(r[text_field]) for r in rows]
+    texts = [str(_field(r, text_field, where, n)) for n, r in enumerate(rows, 1)]
     labels = None
     if label_field:
         if label_field not in rows[0]:
             raise TaskError(f"{where}: no label field {label_field!r}")
-        labels = _label_ids([r[label_field] for r in rows])
+        labels = _label_ids([_field(r, label_field, where, n) for n, r in enumerate(rows, 1)])
     return Examples(texts, labels)
 
 

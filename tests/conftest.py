@@ -6,8 +6,9 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -185,8 +186,9 @@ def free_port() -> int:
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, backend: str | None = None) -> None:
         self.root, self.port = root, port or free_port()
+        self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -196,7 +198,7 @@ class MlflowServer:
 
         exe = Path(sys.executable).with_name("mlflow")
         cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+        cmd += ["--backend-store-uri", self.backend]
         cmd += ["--artifacts-destination", str(self.root / "mlartifacts")]
         self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / "server.log").open("ab")
@@ -239,3 +241,102 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def mlflow_server_on(tmp_path: Path) -> Iterator[Callable[[str], MlflowServer]]:
+    """mlflow_server_on(backend_uri) -> a running `mlflow server` on that store, stopped after the test."""
+    started: list[MlflowServer] = []
+
+    def start(backend: str) -> MlflowServer:
+        started.append(MlflowServer(tmp_path / f"mlflow-{len(started)}", backend=backend).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture()
+def own_mlflow_server(tmp_path: Path):
+    """A running `mlflow server` for one test, which may stop and restart it (same port, same store)."""
+    server = MlflowServer(tmp_path / "mlflow-server").start()
+    yield server
+    server.stop()
+
+
+class PostgresServer:
+    """A private PostgreSQL (Debian's) on a loopback port and its own socket dir, trust auth."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        found = [shutil.which("initdb"), *sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))]
+        initdb = next((str(p) for p in found if p), None)
+        if initdb is None:
+            pytest.skip("PostgreSQL is not installed here (apt-get install postgresql; `make test` does)")
+        self.bin = Path(initdb).parent
+        self.base = Path(tempfile.mkdtemp(prefix="slimline-pg-"))
+        self.port = free_port()
+        self.uri = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/mlflow"
+        self.proc: subprocess.Popen | None = None
+
+    def _as_postgres(self, cmd: list[str]) -> list[str]:
+        # PostgreSQL refuses to run as root: run it as Debian's postgres user then.
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def start(self) -> PostgresServer:
+        import shutil
+        import time
+
+        import psycopg
+
+        data, sock = self.base / "data", self.base / "sock"
+        sock.mkdir(parents=True)
+        if os.geteuid() == 0:
+            self.base.chmod(0o755)
+            for p in (self.base, sock):
+                shutil.chown(p, "postgres", "postgres")
+        initdb = [str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        subprocess.run(self._as_postgres(initdb), check=True, capture_output=True)
+        server = [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(sock)]
+        server += ["-h", "127.0.0.1"]
+        log = (self.base / "postgres.log").open("ab")
+        self.proc = subprocess.Popen(self._as_postgres(server), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(
+                    f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+                ) as conn:
+                    conn.execute("CREATE DATABASE mlflow")
+                return self
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError((self.base / "postgres.log").read_text()[-2000:]) from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A running PostgreSQL for one test module, torn down after."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The size of the bad-input tables that passed: each case is exit 2 with one line."""
+    tables = ("test_bad_input_gets_one_line_and_exit_2[", "test_bad_specs_give_one_clear_line[")
+    passed = [r for r in terminalreporter.stats.get("passed", []) if any(t in r.nodeid for t in tables)]
+    if passed:
+        terminalreporter.write_line(f"bad-input tables: {len(passed)} cases get exit 2 and one line")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from ..base import TechniqueConfig
+from ..base import LAX, TechniqueConfig
 from . import ORT_EXTRA_OPTIONS
 
 
@@ -17,7 +17,7 @@ class DynamicInt8Config(TechniqueConfig):
     method: Literal["dynamic-int8"] = "dynamic-int8"
     per_channel: bool = False
     reduce_range: bool = False
-    nodes_to_exclude: tuple[str, ...] = ()
+    nodes_to_exclude: Annotated[tuple[str, ...], LAX] = ()
 
 
 CONFIG = DynamicInt8Config

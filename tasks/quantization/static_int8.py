@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
-from ..base import TaskError, TechniqueConfig
+from ..base import LAX, TaskError, TechniqueConfig
 from ..graph import read_meta, tokenizer_of
 from ..inputs import encode
 from . import ORT_EXTRA_OPTIONS
@@ -29,10 +29,10 @@ class StaticInt8Config(TechniqueConfig):
     # Matrix products and embedding lookups only: quantizing every op also quantizes the additive
     # attention mask, whose range (about -3.4e38 to 0) leaves no resolution for real scores
     # (MiniLM fidelity 0.35 that way, 0.94 this way).
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
+    op_types: Annotated[tuple[str, ...], LAX] = ("MatMul", "Gemm", "Gather")
     # Leave activation x activation products (attention scores) in float, as dynamic int8 does.
     weight_matmuls_only: bool = True
-    nodes_to_exclude: tuple[str, ...] = ()
+    nodes_to_exclude: Annotated[tuple[str, ...], LAX] = ()
 
     def needs_calibration(self) -> bool:
         return True

@@ -6,27 +6,12 @@ screenshot is kept in test-artifacts/ at the repository root.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
-from playwright.sync_api import expect, sync_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-# This machine's network is closed: without these Chromium keeps dialling out and logging refusals.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from playwright.sync_api import expect
 
 
 def test_mlflow_ui_shows_the_model_its_versions_and_the_champion(
-    mlflow_server, tiny_model, tiny_spec, slimline, tmp_path
+    mlflow_server, tiny_model, tiny_spec, slimline, tmp_path, browser, shots
 ) -> None:
     variants = {
         "pruning": ["none", {"method": "ffn", "amount": 0.5}],
@@ -47,19 +32,13 @@ def test_mlflow_ui_shows_the_model_its_versions_and_the_champion(
     assert res.returncode == 0, res.stderr[-3000:]
     assert "registered ui-check version 2" in res.stdout  # two versions to find on the page
 
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1800})
-            page.goto(f"{mlflow_server.uri}/#/models/ui-check", wait_until="domcontentloaded")
-            expect(page.get_by_text("ui-check").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Version 1").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Version 2").first).to_be_visible(timeout=60_000)
-            # The alias is shown in the versions table's Aliases column, on version 1's row.
-            row = page.get_by_role("row").filter(has_text="Version 1")
-            expect(row.get_by_text("champion")).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(SHOTS / "mlflow-ui-model.png"), full_page=True)
-        finally:
-            browser.close()
-    assert (SHOTS / "mlflow-ui-model.png").stat().st_size > 10_000
+    page = browser.new_page(viewport={"width": 1600, "height": 1800})
+    page.goto(f"{mlflow_server.uri}/#/models/ui-check", wait_until="domcontentloaded")
+    expect(page.get_by_text("ui-check").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Version 1").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Version 2").first).to_be_visible(timeout=60_000)
+    # The alias is shown in the versions table's Aliases column, on version 1's row.
+    row = page.get_by_role("row").filter(has_text="Version 1")
+    expect(row.get_by_text("champion")).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(shots / "mlflow-ui-model.png"), full_page=True)
+    assert (shots / "mlflow-ui-model.png").stat().st_size > 10_000

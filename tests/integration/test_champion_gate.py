@@ -49,7 +49,7 @@ def _spec(tiny_model, tiny_spec, tmp_path, quantization: list) -> Spec:
 
 def _run_and_publish(spec: Spec, ex: RayExecutor, reg: MlflowRegistry) -> dict:
     manifest = run(spec, ex, registry=reg)
-    return publish(reg, manifest, spec, Path(spec.artifacts) / manifest["run_id"])
+    return publish(reg, manifest, spec, Path(spec.artifacts.path) / manifest["run_id"])
 
 
 def test_rerun_keeps_the_alias_and_a_better_variant_takes_it(ray_ex, tiny_model, tiny_spec, tmp_path) -> None:

@@ -180,3 +180,53 @@ def test_scheduled_tick_is_submitted_once(ray_head, tiny_model, tiny_spec, sliml
         len(MlflowClient(tracking_uri=store, registry_uri=store).search_model_versions("name='tiny-job'"))
         == 1
     )
+
+
+def _until_ended(ray_head: str, job_id: str, slimline, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = slimline("jobs", "status", job_id, "--address", ray_head).stdout.strip()
+        if status not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
+            return status
+        time.sleep(1)
+
+
+def test_a_stopped_tick_is_retried_once_then_a_no_op(
+    ray_head, tiny_model, tiny_spec, slimline, tmp_path
+) -> None:
+    spec, _ = _spec_file(tmp_path, tiny_model, tiny_spec)
+    first = slimline("submit", str(spec), "--address", ray_head, "--tick-id", "t2")
+    job_id = first.stdout.splitlines()[0].split(": ", 1)[1]
+    assert first.returncode == 0 and first.stdout.startswith("submitted: ")
+    assert slimline("jobs", "stop", job_id, "--address", ray_head).returncode == 0
+    assert _until_ended(ray_head, job_id, slimline) == "STOPPED"
+
+    retry = slimline("submit", str(spec), "--address", ray_head, "--tick-id", "t2", "--wait", timeout=900)
+    assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
+    assert retry.stdout.startswith(f"submitted: {job_id}-r2\n")
+    assert f"retrying: previous attempt STOPPED ({job_id})" in retry.stderr
+    assert retry.stdout.rstrip().endswith(f"{job_id}-r2: SUCCEEDED")
+    (manifest_path,) = (tmp_path / "artifacts").glob("tiny-*/manifest.json")
+    assert json.loads(manifest_path.read_text())["submission_id"] == f"{job_id}-r2"
+
+    again = slimline("submit", str(spec), "--address", ray_head, "--tick-id", "t2")
+    assert again.returncode == 0 and again.stdout.startswith(f"already submitted: {job_id}-r2")
+    assert "retrying" not in again.stderr
+
+
+def test_a_cluster_without_slimline_is_named_with_the_fix(ray_head, slimline) -> None:
+    import io
+
+    from slimline.cluster.submit import Jobs
+
+    # A head started outside the venv: the job's shell finds no `slimline` on its PATH.
+    jobs = Jobs(ray_head)
+    sub = jobs.submit("slimline-no-cli", "slimline --version", {"env_vars": {"PATH": "/usr/bin:/bin"}}, {})
+    out, err = io.StringIO(), io.StringIO()
+    assert jobs.follow(sub.id, out, err) == "FAILED"
+    assert "slimline: not found" in out.getvalue() or "command not found" in out.getvalue()
+    hint = err.getvalue().strip()
+    assert "\n" not in hint and "--with-project" in hint and "cluster image" in hint
+
+    status = slimline("jobs", "status", sub.id, "--address", ray_head)
+    assert status.returncode == 0 and status.stdout.strip() == "FAILED" and status.stderr.strip() == hint

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.local import LocalExecutor
 from slimline.pipelines.publish import publish
 from slimline.pipelines.run import run
@@ -149,10 +150,71 @@ def test_browse_and_pull(finished, store, tmp_path, texts) -> None:
         b.show(Ref.parse("nope"))
     with pytest.raises(UnknownModel, match="no version 9"):
         b.show(Ref.parse("tiny-bert/9"))
+    # A folder that already holds a model is refused; --force replaces it with this version's files.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "model.onnx").write_text("an unrelated old graph")
+    with pytest.raises(FatalInputError, match="not an empty folder"):
+        b.pull(Ref.parse("tiny-bert/2"), stale)
+    forced = b.pull(Ref.parse("tiny-bert/2"), stale, force=True)
+    assert forced == stale / "model.onnx" and (stale / "meta.json").is_file()
+    assert session(forced).run(None, feeds)[0].shape[0] == 3  # a real graph now, not the stale text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".stale.")]  # no download left over
+    with pytest.raises(FatalInputError, match="reserved by MLflow"):
+        b.promote("tiny-bert", "1", "v2")
 
 
-def test_unreachable_stores_are_named() -> None:
+def test_ls_lists_models_without_versions_and_names_with_quotes(store) -> None:
+    c = MlflowClient(tracking_uri=store, registry_uri=store)
+    c.create_registered_model("empty")
+    c.create_registered_model("it's")
+    rows = {r["name"]: r for r in Browser(store).ls()}
+    assert rows["empty"]["versions"] == 0 and rows["empty"]["latest"] == "-"
+    assert rows["it's"]["versions"] == 0
+    with pytest.raises(UnknownModel, match="has no versions"):
+        Browser(store).show(Ref.parse("it's"))
+
+
+def test_unreachable_stores_are_named(tmp_path) -> None:
     with pytest.raises(RegistryUnreachable, match=r"http://127\.0\.0\.1:9/ is unreachable"):
         check_reachable("http://127.0.0.1:9/", timeout=2)
+    # Credentials go in a header, not the host name, and never into the message.
+    with pytest.raises(
+        RegistryUnreachable, match=r"http://me:\*\*\*@127\.0\.0\.1:9/ is unreachable \(.*refused"
+    ):
+        check_reachable("http://me:s3cret@127.0.0.1:9/", timeout=2)
+    with pytest.raises(RegistryUnreachable, match=r"mssql://me:\*\*\*@db/x: .*driver is not installed"):
+        check_reachable("mssql://me:s3cret@db/x")
+    with pytest.raises(RegistryUnreachable, match=r"postgresql://me:\*\*\*@127.0.0.1:9/x is unreachable"):
+        check_reachable("postgresql://me:s3cret@127.0.0.1:9/x", timeout=2)
+    with pytest.raises(RegistryUnreachable, match="unknown scheme 'bogus'"):
+        check_reachable("bogus://x")
+    with pytest.raises(RegistryUnreachable, match="is a folder, not a SQLite database file"):
+        check_reachable(f"sqlite:///{tmp_path}")
     with pytest.raises(RegistryUnreachable, match="no/such/dir"):
         check_reachable("sqlite:///no/such/dir/x.db")
+
+
+def test_a_parent_run_left_running_by_a_dead_publisher_is_closed(finished, store) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    spec, manifest, run_dir = finished
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    client = MlflowClient(tracking_uri=store)
+    exp = client.create_experiment(spec.name)
+    tags = {
+        "slimline.run_id": "crashed-run",
+        "slimline.publisher": f"{socket.gethostname()}:{dead.stdout.strip()}",
+    }
+    crashed = client.create_run(exp, tags=tags).info.run_id
+    alive = client.create_run(
+        exp, tags={**tags, "slimline.run_id": "live", "slimline.publisher": "elsewhere:1"}
+    )
+    publish(MlflowRegistry(store), copy.deepcopy(manifest), spec, run_dir)
+    assert client.get_run(crashed).info.status == "KILLED"
+    assert "stopped before finishing" in client.get_run(crashed).data.tags["slimline.stale"]
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # another host's, and recent

@@ -43,7 +43,8 @@ def test_rated_pairs_give_sts_spearman(tiny_model, tiny_spec, texts, tmp_path) -
 
 def test_labels_give_accuracy(tiny_model, tiny_spec, texts, tmp_path) -> None:
     data = tmp_path / "labels.csv"
-    data.write_text("text,y\n" + "".join(f'"{t}",{"pos" if i % 3 else "neg"}\n' for i, t in enumerate(texts[:40])))
+    rows = "".join(f'"{t}",{"pos" if i % 3 else "neg"}\n' for i, t in enumerate(texts[:40]))
+    data.write_text("text,y\n" + rows)
     spec = tiny_spec(tiny_model("bert", "text-classification"), "text-classification", tmp_path / "a")
     spec["variants"] = INT8
     spec["data"] = {"eval": {"path": str(data), "label_field": "y"}, "calibration": {"samples": 8}}

@@ -78,24 +78,29 @@ def test_emitted_scheduler_configs(tmp_path) -> None:
     assert "OnCalendar=Mon..Fri *-*-* 09..17:00/15:00 UTC" in files["slimline-x.timer"]
     exec_start = next(x for x in files["slimline-x.service"].splitlines() if x.startswith("ExecStart="))
     _cli_accepts(exec_start.split("=", 1)[1])
-    assert on_calendar("30 2 1 * *") == "*-*-01 02:30:00 UTC"
+    assert on_calendar("30 2 1 * *") == ["*-*-01 02:30:00 UTC"]
 
     spec_text = "version: 1\nname: x\nmodel: {source: m}\n"
-    docs = cronjob("slimline-x", "0 3 * * *", spec_text)
+    docs = cronjob("slimline-x", "0 3 * * *", spec_text, spec_hash="0123456789abcdef")
     cron = next(d for d in docs if d["kind"] == "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == "0 3 * * *"
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     job = yaml.safe_load(config["data"]["rayjob.yaml"])
-    assert job["kind"] == "RayJob" and job["metadata"]["generateName"] == "slimline-x-"
+    # Named per tick by the CronJob pod (submit.sh), so a repeated tick cannot create a second one.
+    assert job["kind"] == "RayJob" and job["metadata"]["name"] == "@RAYJOB@"
+    assert "--tick-id @TICK@" in job["spec"]["entrypoint"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True
-    _cli_accepts(job["spec"]["entrypoint"])
+    _cli_accepts(
+        job["spec"]["entrypoint"].replace("@TICK@", "0123456789ab-20261123T0300Z")
+    )  # as submit.sh does
     # The spec rides in the ConfigMap and is mounted where the entrypoint reads it.
     assert config["data"]["spec.yaml"] == spec_text
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == "spec")
     assert job["spec"]["entrypoint"].split()[-1] == f"{mount['mountPath']}/spec.yaml"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["containers"][0]["command"][:2] == ["kubectl", "create"]
+    assert pod["containers"][0]["command"] == ["/bin/sh", "/config/submit.sh"]
+    assert "kubectl create" in config["data"]["submit.sh"]
     role = next(d for d in docs if d["kind"] == "Role")
     assert role["rules"][0]["resources"] == ["rayjobs"] and "create" in role["rules"][0]["verbs"]
     # The whole emission is valid multi-document YAML.

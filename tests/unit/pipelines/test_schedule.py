@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from slimline.pipelines.errors import SpecError
@@ -131,3 +132,18 @@ def test_schedule_cli_next_and_emit(tmp_path, cli, tiny_spec) -> None:
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["spec.yaml"] == spec.read_text()
     assert "OnCalendar=*-*-* 03:00:00 UTC" in cli("schedule", str(spec), "--emit", "systemd").stdout
+
+
+def test_check_cron_refuses_control_characters_random_and_never_firing() -> None:
+    for bad, why in (
+        ("0 3 * * *\n* * * * * id", "control characters"),
+        ("0\t3 * * *", "control characters"),
+        ("R 3 * * *", "R (random)"),
+        ("0 3 31 2 *", "never fires"),
+        ("0 3 30 2 *", "never fires"),
+        ("0 3 31 4,6,9,11 *", "never fires"),
+    ):
+        with pytest.raises(SpecError, match=re.escape(why)):
+            check_cron(bad)
+    for good in ("0 0 29 2 *", "0 3 31 2 1", "0 3 * mar fri"):  # leap days; Feb Mondays; names with r
+        check_cron(good)

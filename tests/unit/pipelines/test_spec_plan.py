@@ -79,7 +79,7 @@ BAD = [
         _with("data.eval", {"path": "p.jsonl", "pair_field": "s2"}),
         "data.eval: Value error, pair_field and score_field go together",
     ),
-    (_with("data.eval", {"path": "p.csv", "label_field": "y"}), "data.eval.label_field: read by text-classif"),
+    (_with("data.eval", {"path": "p.csv", "label_field": "y"}), "data.eval.label_field: read by text-"),
     (
         _with("model.task", "causal-lm") | {"data": {"eval": {"builtin": "lee-similarity"}}},
         "data.eval.builtin: lee-similarity is rated for feature-extraction; model.task is causal-lm",

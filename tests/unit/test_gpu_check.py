@@ -1,0 +1,25 @@
+"""`make gpu-check` on a machine without a GPU: it says so and succeeds (the GPU path needs a GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+
+
+def test_without_a_gpu_there_is_nothing_to_check() -> None:
+    from slimline.tasks.runtime import cuda_usable
+
+    if cuda_usable():
+        pytest.skip("this machine has a GPU: `make gpu-check` runs the real checks")
+    plain = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and plain.stdout.strip() == "no GPU: nothing to check", plain.stderr
+    as_json = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == {"gpu": False, "checks": {}}
