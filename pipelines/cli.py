@@ -336,7 +336,7 @@ main.add_command(ui)
 main.add_command(submit)
 main.add_command(jobs)
 main.add_command(schedule)
+main.add_command(gc)
 
 if __name__ == "__main__":
     main()
-main.add_command(gc)

@@ -22,7 +22,7 @@ from .locks import Busy, single_flight
 
 
 @dataclass
-class Plan:
+class Removal:
     """What gc would do: stage ids to remove (oldest first) and the bytes involved."""
 
     remove: list[str] = field(default_factory=list)
@@ -79,10 +79,10 @@ def _kept(manifests: list[dict[str, Any]], latest: list[dict[str, Any]], keep: s
     return {sid for v in chosen for sid in v["stages"]}
 
 
-def plan(root: Path, keep: str, max_bytes: int | None = None) -> Plan:
+def plan(root: Path, keep: str, max_bytes: int | None = None) -> Removal:
     """What to remove under `root` (all removable stages, or the oldest until under `max_bytes`)."""
     stages = _stage_ids(root / "stages")
-    out = Plan(before=sum(dir_size_bytes(p) for files in stages.values() for p in files))
+    out = Removal(before=sum(dir_size_bytes(p) for files in stages.values() for p in files))
     manifests, latest = _latest_runs(root)
     kept = _kept(manifests, latest, keep)
     if kept is None or not manifests:
@@ -119,7 +119,7 @@ def _after(epoch: float | None, iso: str) -> bool:
         return True
 
 
-def apply(root: Path, gc_plan: Plan) -> Plan:
+def apply(root: Path, gc_plan: Removal) -> Removal:
     """Remove the planned stages; one a process is computing right now (its lock held) is left."""
     locks = root / "stages" / ".locks"
     for sid in list(gc_plan.remove):

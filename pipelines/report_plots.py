@@ -15,6 +15,7 @@ from typing import Any
 
 from .noise import TIMED
 from .records import DONE
+from .spec import Bound
 
 QUALITY = "fidelity"
 
@@ -50,7 +51,7 @@ def _speedup_err(m: dict[str, Any], base_ms: float | None) -> tuple[float, float
     return max(s - base_ms / ci[1], 0.0), max(base_ms / ci[0] - s, 0.0)
 
 
-def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[str, Any]) -> bytes:
+def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[str, Bound]) -> bytes:
     """Speedup (or the first objective) against fidelity, every finished variant numbered as in the table."""
     y_key = _y_key(objectives)
     selected, base = manifest["selected"], manifest["baseline"].get("variant")
@@ -111,10 +112,10 @@ def _champion(ax: Any, manifest: dict[str, Any], y_key: str, base_ms: float | No
         )
 
 
-def _constraint_lines(ax: Any, constraints: dict[str, Any], y_key: str) -> None:
+def _constraint_lines(ax: Any, constraints: dict[str, Bound], y_key: str) -> None:
     for name, bound in constraints.items():
         for side in ("min", "max"):
-            value = bound.get(side) if isinstance(bound, dict) else getattr(bound, side, None)
+            value = getattr(bound, side)
             if value is None or name not in (QUALITY, y_key):
                 continue
             line = ax.axvline if name == QUALITY else ax.axhline

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,13 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from ..tasks.base import Task, TechniqueConfig, utf8_error
+from ..tasks.base import Task, TechniqueConfig
 from ..tasks.catalog import UnknownTechnique, config_class
 from ..tasks.distillation.kd import DistillConfig
 from ..tasks.evaluate import LatencyConfig
 from ..tasks.export import ExportConfig
 from .errors import SpecError
 from .schedule import check_cron
+from .spec_yaml import read_yaml
 
 
 class _Strict(BaseModel):
@@ -193,6 +193,12 @@ class RegistrySpec(_Strict):
     model_name: str | None = Field(default=None, pattern=NAME, max_length=100)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///slimline.db
     alias: str = "champion"
+    # Which child runs get their ONNX model logged: every finished variant, or the selection only.
+    log_models: Literal["all", "selected"] = "selected"
+    # The alias moves only to a version that beats the champion by more than this on the first
+    # objective (timed: the whole CI of the paired ratio), or ties it and has more fidelity.
+    min_gain: float = Field(default=0.05, ge=0, lt=1)
+    fidelity_epsilon: float = Field(default=0.005, ge=0, le=1)
 
     @field_validator("alias")
     @classmethod
@@ -203,13 +209,6 @@ class RegistrySpec(_Strict):
         if problem:
             raise ValueError(problem)
         return value
-
-    # Which child runs get their ONNX model logged: every finished variant, or the selection only.
-    log_models: Literal["all", "selected"] = "selected"
-    # The alias moves only to a version that beats the champion by more than this on the first
-    # objective (timed: the whole CI of the paired ratio), or ties it and has more fidelity.
-    min_gain: float = Field(default=0.05, ge=0, lt=1)
-    fidelity_epsilon: float = Field(default=0.005, ge=0, le=1)
 
 
 class ResourcesSpec(_Strict):
@@ -361,65 +360,12 @@ def format_validation(exc: ValidationError, file: str) -> str:
     return f"{file}: {loc or '<root>'}: {msg}{got}{extra}"
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that refuses duplicate keys (the last one would silently win)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml(path: Path) -> Any:
-    """The file's YAML document, or SpecError with the line of the problem."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: {utf8_error(exc)}") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "<root>"
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
-        raise SpecError(f"{path}: {where}: not valid YAML ({' '.join(str(problem).split())})") from None
-    if _too_big(data):  # aliases of aliases: a few hundred bytes can stand for millions of values
-        raise SpecError(f"{path}: <root>: YAML aliases expand to more than {MAX_VALUES} values")
-    return data
-
-
-MAX_VALUES = 100_000
-
-
-def _too_big(data: Any) -> bool:
-    """Whether the document, with every alias expanded, holds more than MAX_VALUES values."""
-    stack, count = [data], 0
-    while stack:
-        item = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            return True
-        if isinstance(item, dict):
-            stack += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            stack += item
-    return False
-
-
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file, or raise SpecError with one line: file, field path, expectation."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    data = _yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
     try:

@@ -158,8 +158,8 @@ def _task_metrics(out: metrics.Outputs, ctx: Context) -> dict[str, float]:
         got["accuracy"] = metrics.accuracy(out, ctx.labels)
     if ctx.pairs and ctx.task == "feature-extraction":
         got["sts_spearman"] = metrics.sts_spearman(out, ctx.pairs)
-    if ctx.task == "causal-lm" and out.nll is not None:
-        got["perplexity"] = float(np.exp(out.nll))
+    if ctx.task == "causal-lm" and (ppl := metrics.perplexity(out)) is not None:
+        got["perplexity"] = ppl
     return got
 
 

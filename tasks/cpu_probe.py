@@ -8,7 +8,7 @@ before a sweep what dynamic int8 will buy here.
 
 from __future__ import annotations
 
-import logging
+import os
 import platform
 import tempfile
 import time
@@ -22,23 +22,22 @@ import numpy as np
 VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def _cpuinfo(key: str) -> str:
+    """The value of the first `key : value` line of /proc/cpuinfo ('' where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((x.partition(":")[2].strip() for x in lines if x.startswith(key)), "")
+
+
 def cpu_flags() -> str:
     """The CPU features that decide which int8/fp16 kernels ORT can use."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return ""
-    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return " ".join(f for f in line.split() if f in wanted)
+    return " ".join(f for f in _cpuinfo("flags").split() if f in wanted)
 
 
 def cpu_model() -> str:
     """The CPU's marketing name, as the kernel reports it."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return platform.processor() or platform.machine()
-    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("model name")), "")
-    return line.partition(":")[2].strip() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
@@ -108,24 +107,16 @@ def _layer(path: Path, tokens: int = 128, hidden: int = 384, inner: int = 1536) 
 
 def probe_int8(seconds: float = 10.0, flags: str = "") -> Int8Probe:
     """Time the layer in fp32 and dynamic int8, alternating, for about `seconds`."""
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .runtime import quiet_root_logger, session
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         _layer(fp32)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT's advice to pre-process is about real models, not this one
-        try:
+        with quiet_root_logger():
             quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sessions = [
-            ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)
-        ]
+        sessions = [session(p) for p in (fp32, int8)]
     x = {"x": np.random.default_rng(1).standard_normal((128, 384)).astype(np.float32)}
     times: list[list[float]] = [[], []]
     for s in sessions:  # warm-up
@@ -142,8 +133,6 @@ def probe_int8(seconds: float = 10.0, flags: str = "") -> Int8Probe:
 
 def machine_facts(seconds: float) -> dict[str, Any]:
     """What `slimline doctor` reports of one machine: CPU, instruction sets, CUDA, the int8 probe."""
-    import os
-
     from .runtime import cuda_usable
 
     flags = cpu_flags()

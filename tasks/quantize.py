@@ -6,16 +6,14 @@ graph plus the tokenizer and meta.json, so evaluation never needs the torch mode
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from .base import Record, TechniqueConfig, atomic_dir
 from .catalog import technique_of
 from .graph import ONNX_NAME, copy_sidecars, onnx_size_bytes, op_counts, read_meta, without_initializer_shapes
+from .runtime import quiet_root_logger
 
 
 def _private_input(src: Path, where: Path) -> Path:
@@ -34,18 +32,6 @@ def _private_input(src: Path, where: Path) -> Path:
     return where / src.name
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """ORT's quantizer warns on the root logger ("consider pre-processing"); we already do what it asks."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def apply(
     cfg: TechniqueConfig,
     onnx_path: Path,
@@ -59,7 +45,7 @@ def apply(
     technique = technique_of(cfg, "quantize")
     src = Path(onnx_path)
     read_meta(src)  # fail early, with a clear error, on a folder that is not a slimline graph
-    with atomic_dir(Path(out_dir)) as tmp, _quiet_root_logger():
+    with atomic_dir(Path(out_dir)) as tmp, quiet_root_logger():
         graph = without_initializer_shapes(_private_input(src, tmp / "input"))
         text = calibration if cfg.needs_calibration() else None  # only techniques that read text get it
         technique.apply(cfg, graph, tmp / ONNX_NAME, calibration=text, device=device, max_length=max_length)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,18 @@ def session(path: Path | str, *, device: str = "cpu", threads: int | None = None
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=providers_for(device))
+
+
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizer warns on the root logger ("consider pre-processing"); we already do what it asks."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quiet_libraries() -> None:

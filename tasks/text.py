@@ -80,6 +80,15 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _require(rows: list[dict], where: str, *names: str) -> None:
+    """At least one row, and the first has every named field (the error lists the ones it has)."""
+    if not rows:
+        raise TaskError(f"{where}: no rows")
+    for name in names:
+        if name not in rows[0]:
+            raise TaskError(f"{where}: no field {name!r} (fields: {', '.join(map(str, rows[0]))})")
+
+
 def _field(row: dict, name: str, where: str, n: int) -> object:
     if name not in row:
         raise TaskError(f"{where}: row {n} has no field {name!r}")
@@ -88,11 +97,7 @@ def _field(row: dict, name: str, where: str, n: int) -> object:
 
 def _pairs(rows: list[dict], where: str, text_field: str, pair_field: str, score_field: str) -> Examples:
     """One row per rated pair; each distinct sentence becomes one eval text, in order of first use."""
-    if not rows:
-        raise TaskError(f"{where}: no rows")
-    for name in (text_field, pair_field, score_field):
-        if name not in rows[0]:
-            raise TaskError(f"{where}: no field {name!r} (fields: {', '.join(map(str, rows[0]))})")
+    _require(rows, where, text_field, pair_field, score_field)
     index: dict[str, int] = {}
     pairs: list[tuple[int, int, float]] = []
     for n, row in enumerate(rows, 1):
@@ -109,10 +114,7 @@ def _pairs(rows: list[dict], where: str, text_field: str, pair_field: str, score
 
 
 def _examples(rows: list[dict], where: str, text_field: str, label_field: str | None) -> Examples:
-    if not rows:
-        raise TaskError(f"{where}: no rows")
-    if text_field not in rows[0]:
-        raise TaskError(f"{where}: no field {text_field!r} (fields: {', '.join(map(str, rows[0]))})")
+    _require(rows, where, text_field)
     texts = [str(_field(r, text_field, where, n)) for n, r in enumerate(rows, 1)]
     labels = None
     if label_field:
