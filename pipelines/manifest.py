@@ -13,7 +13,9 @@ from .plan import Plan, library_versions
 from .ports import ExecutorInfo
 from .records import DONE, RunStatus, Status, failed, succeeded
 
-LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput")
+LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput", "prefill_ms")
+# Decoding graphs: tokens per second at batch 1 and 8 (see tasks.evaluate.decode_key), with CIs.
+DECODE_KEYS = tuple(f"decode_tokens_per_s{b}{ci}" for b in ("", "_b8") for ci in ("", "_ci"))
 # What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
 DISTILL_KEYS = ("loss_start", "loss_end", "loss_curve", "steps", "train_texts", "device", "train_seconds")
 
@@ -80,7 +82,7 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     lat = latency.get(v.id, {})
     base_lat = latency.get(plan.baseline, {})
     m = {**chain[-1]["metrics"], **{k: export_rec[k] for k in ("params", "flops") if k in export_rec}}
-    m.update({k: lat[k] for k in LATENCY_KEYS if k in lat})
+    m.update({k: lat[k] for k in (*LATENCY_KEYS, *DECODE_KEYS) if k in lat})
     if "latency_p50_ms" in lat and "latency_p50_ms" in base_lat:
         m["speedup_vs_baseline"] = base_lat["latency_p50_ms"] / lat["latency_p50_ms"]
     # Latency is timed afresh in every run, so "cached" speaks of the compute stages only.

@@ -29,6 +29,9 @@ ARTIFACT_LIBRARIES = (
     "onnxscript",  # the dynamo exporter's ONNX builder
     "onnxruntime-gpu",
     "onnxruntime",
+    "onnxruntime-genai-cuda",  # the decoding-graph builder (either build)
+    "onnxruntime-genai",
+    "gguf",  # de-quantizes GGUF sources
 )
 
 
@@ -58,7 +61,8 @@ def stage_id(
 
 # Stages without a config (they measure): bump a number when what the stage computes changes,
 # so that cached results of the old computation are not reused.
-LOGIC_VERSIONS = {"reference": 3, "evaluate": 3}  # 3: KL over top-k, rated pairs, task deltas
+# 3: KL over top-k, rated pairs, task deltas; 4: greedy-generation agreement of decoding graphs
+LOGIC_VERSIONS = {"reference": 4, "evaluate": 4}
 
 # Rough relative cost of each stage kind (measured on MiniLM, 1 thread), for scheduling order only.
 STAGE_COST = {"load": 3.0, "prune": 1.0, "export": 8.0, "optimize": 2.0, "reference": 2.0, "quantize": 2.0}

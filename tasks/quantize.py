@@ -21,10 +21,13 @@ def _private_input(src: Path, where: Path) -> Path:
 
     ORT's quantizers write scratch files next to their input (`model-inferred.onnx`), so two
     quantizations of one graph running at once, in two Ray workers, would trample each other.
+    External weights are copied: onnx refuses to read a data file with several hard links.
     """
     where.mkdir(parents=True)
     for f in src.parent.iterdir():
-        if f.is_file():
+        if f.is_file() and f.name.startswith(src.name + "."):
+            shutil.copy2(f, where / f.name)
+        elif f.is_file():
             try:
                 os.link(f, where / f.name)
             except OSError:  # another filesystem, or no hard links there

@@ -102,6 +102,39 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     return make
 
 
+def build_decoder(family: str, out: Path, layers: int = 2, seed: int = 0) -> Path:
+    """A tiny grouped-query decoder ONNX Runtime GenAI can build a KV-cache graph for.
+
+    Head size 16: ONNX Runtime's CPU GroupQueryAttention refuses sizes that are not multiples of 16.
+    """
+    from slimline.tasks.load import auto_class
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    config = tiny_config(family)
+    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
+    config.num_hidden_layers, config.initializer_range = layers, 0.2
+    if family == "qwen2":  # its layer_types list follows the layer count
+        config.layer_types = ["full_attention"] * layers
+    model = auto_class("causal-lm").from_config(config, attn_implementation="eager")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """tiny_decoder(family="llama", layers=2) -> a saved GQA decoder with head size 16 (built once)."""
+    cache: dict[tuple[str, int], Path] = {}
+
+    def make(family: str = "llama", layers: int = 2) -> Path:
+        if (family, layers) not in cache:
+            cache[family, layers] = build_decoder(family, tmp_path_factory.mktemp(f"{family}-kv"), layers)
+        return cache[family, layers]
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     return minilm_dir()

@@ -1,36 +1,58 @@
-"""Heads and FFN channels together: the two structured cuts in one pruned model."""
+"""Structured cuts together: whole layers, then attention heads, then FFN channels, in one pruned model."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from ..base import Record
-from . import ffn, heads
+from . import ffn, heads, layers
 from ._importance import StructuredCut
+
+Part = layers.LayersConfig | heads.HeadsConfig | ffn.FFNConfig
 
 
 class StructuredConfig(StructuredCut):
-    """Remove `heads` of the attention heads and `ffn` of the FFN channels in every layer."""
+    """Remove `layers` of the layers, then `heads` of the attention heads and `ffn` of the FFN channels."""
 
     method: Literal["structured"] = "structured"
-    heads: float = Field(gt=0.0, lt=1.0)
-    ffn: float = Field(gt=0.0, lt=1.0)
+    layers: float | None = Field(default=None, gt=0.0, lt=1.0)
+    heads: float | None = Field(default=None, gt=0.0, lt=1.0)
+    ffn: float | None = Field(default=None, gt=0.0, lt=1.0)
 
-    def parts(self) -> tuple[heads.HeadsConfig, ffn.FFNConfig]:
-        """The heads cut and the FFN cut this config stands for."""
-        return (
-            heads.HeadsConfig(amount=self.heads, importance=self.importance),
-            ffn.FFNConfig(amount=self.ffn, importance=self.importance),
-        )
+    @model_validator(mode="after")
+    def _some_cut(self) -> StructuredConfig:
+        if self.heads is None and self.ffn is None and self.layers is None:
+            raise ValueError("give at least one of layers, heads and ffn (the fraction each cut removes)")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        # Cuts left out are left out of the JSON too: the digest (the stage id) of a heads+ffn
+        # config stays what it was before `layers` existed, so cached prune stages are reused.
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def parts(self) -> list[Part]:
+        """The cuts this config stands for, in the order they apply (layers first: the later cuts
+        then score and cut only the layers that stay)."""
+        out: list[Part] = []
+        if self.layers is not None:
+            out.append(layers.LayersConfig(amount=self.layers, importance=self.importance))
+        if self.heads is not None:
+            out.append(heads.HeadsConfig(amount=self.heads, importance=self.importance))
+        if self.ffn is not None:
+            out.append(ffn.FFNConfig(amount=self.ffn, importance=self.importance))
+        return out
 
 
 CONFIG = StructuredConfig
+_APPLY = {"layers": layers.apply, "heads": heads.apply, "ffn": ffn.apply}
 
 
 def apply(cfg: StructuredConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
-    """Cut heads, then FFN channels; one record with both."""
-    h, f = cfg.parts()
-    return {**heads.apply(h, model, batches), **ffn.apply(f, model, batches)}
+    """Cut layers, heads, then FFN channels (those given); one record with all of them."""
+    rec: Record = {}
+    for part in cfg.parts():
+        rec.update(_APPLY[part.method](part, model, batches))
+    return rec

@@ -11,7 +11,7 @@ import onnx
 from pydantic import Field
 
 from ..base import LAX, TaskError, TechniqueConfig
-from ..graph import read_meta, tokenizer_of
+from ..graph import read_meta, tokenizer_of, with_past
 from ..inputs import encode
 from . import ORT_EXTRA_OPTIONS
 
@@ -49,10 +49,13 @@ class _TextReader:
     """
 
     def __init__(self, onnx_path: Path, texts: list[str], max_length: int) -> None:
-        names = read_meta(onnx_path)["inputs"]
+        meta = read_meta(onnx_path)
+        names = meta["inputs"]
         tok = tokenizer_of(onnx_path)
         seq = min(max_length, max(len(tok(t)["input_ids"]) for t in texts))  # type: ignore[operator]
-        self._feeds: Iterator[dict[str, np.ndarray]] = iter([encode(tok, [t], 1, seq, names) for t in texts])
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(
+            [with_past(encode(tok, [t], 1, seq, names), meta) for t in texts]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)

@@ -14,7 +14,12 @@ from slimline.tasks.load import LoadConfig
 from slimline.tasks.optimize import OptimizeConfig
 from slimline.tasks.profile import ProfileConfig
 
-EXAMPLES = {"heads": {"amount": 0.5}, "ffn": {"amount": 0.25}, "structured": {"heads": 0.5, "ffn": 0.25}}
+EXAMPLES = {
+    "heads": {"amount": 0.5},
+    "ffn": {"amount": 0.25},
+    "structured": {"heads": 0.5, "ffn": 0.25},
+    "layers": {"amount": 0.25},
+}
 PACKAGE = {"prune": "pruning", "distill": "distillation", "quantize": "quantization"}
 STEPS: list[StepConfig] = [
     LoadConfig(source="x"),
@@ -28,9 +33,9 @@ STEPS: list[StepConfig] = [
 def test_every_technique_module_is_discovered_with_its_stage() -> None:
     by_stage = {s: sorted(catalog.techniques(s)) for s in ("prune", "distill", "quantize")}
     assert by_stage == {
-        "prune": ["ffn", "heads", "magnitude", "structured"],
+        "prune": ["ffn", "heads", "layers", "magnitude", "structured"],
         "distill": ["distill"],
-        "quantize": ["dynamic-int8", "fp16", "int4-weight-only", "static-int8"],
+        "quantize": ["dynamic-int8", "fp16", "int4-weight-only", "int8-weight-only", "static-int8"],
     }
     for name, t in catalog.techniques().items():
         assert issubclass(t.config, TechniqueConfig) and t.config.model_fields["method"].default == name
@@ -39,7 +44,7 @@ def test_every_technique_module_is_discovered_with_its_stage() -> None:
 
 def test_capabilities_are_data_on_the_config_class() -> None:
     t = catalog.techniques()
-    assert {n for n, x in t.items() if x.config.changes_shapes} == {"heads", "ffn", "structured"}
+    assert {n for n, x in t.items() if x.config.changes_shapes} == {"heads", "ffn", "structured", "layers"}
     assert {n for n, x in t.items() if x.config.needs_gpu} == {"fp16"}
     assert "op_types" in t["static-int8"].config.list_fields
     assert "nodes_to_exclude" in t["dynamic-int8"].config.list_fields
@@ -62,7 +67,8 @@ def test_every_step_config_round_trips_through_json(cfg: StepConfig) -> None:
 
 def test_unknown_technique_lists_the_valid_ones() -> None:
     with pytest.raises(
-        catalog.UnknownTechnique, match="valid: dynamic-int8, fp16, int4-weight-only, static-int8"
+        catalog.UnknownTechnique,
+        match="valid: dynamic-int8, fp16, int4-weight-only, int8-weight-only, static-int8",
     ):
         catalog.make_config({"method": "int3"}, "quantize")
 
