@@ -196,14 +196,19 @@ def bound(uri: str) -> Iterator[None]:
     `models:/m-...` source to its logged model. Everything else goes through explicit clients.
     """
     import mlflow
+    from mlflow.tracking._tracking_service import utils
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    current = mlflow.get_tracking_uri() if previous is None else previous
+    # Put back exactly what was there: the module global (None = follow $MLFLOW_TRACKING_URI)
+    # and the variable itself, which set_tracking_uri also writes. Restoring get_tracking_uri()'s
+    # answer instead would pin the global, so a later change of the variable would be ignored.
+    old_global, old_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(current)
+        mlflow.set_tracking_uri(old_global)  # type: ignore[arg-type]  # None unsets the variable
+        if old_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 def client(uri: str) -> Any:

@@ -6,6 +6,7 @@ Real builder runs and real ONNX Runtime sessions on tiny grouped-query decoders 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,7 @@ def test_llm_sweep_through_the_cli_registers_a_decoding_champion(tiny_decoder, t
     assert base["generation_agreement"] == 1.0 and base["top1_agreement"] == 1.0
     pruned = rows["layers(drop=[1]) +kd × none"]
     assert pruned["distillation"]["steps"] == 4 and pruned["metrics"]["generation_agreement"] < 1.0
-    client = mlflow.MlflowClient()
+    store = os.environ["MLFLOW_TRACKING_URI"]  # this test's own store (conftest), never a global
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     champion = client.get_model_version_by_alias("tiny-llm", "champion")
     assert champion.tags["slimline.variant_id"] == manifest["selected"][0]
