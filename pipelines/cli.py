@@ -68,6 +68,31 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     for v in p.variants:
         if v.status == Status.SKIPPED:
             console.print(f"[yellow]skipped[/] {v.label}: {v.reason}")
+    if spec.search is not None:
+        _plan_search(console, spec)
+
+
+def _plan_search(console: Any, spec: Any) -> None:
+    """A search's dry run: its dimensions, the grid's size, the rungs and the trials to sample."""
+    import math
+
+    from .space import check_space
+
+    dims = check_space(spec)
+    search = spec.search
+    sizes = [len(d.grid()) if d.kind == "choice" or d.step else None for d in dims]
+    grid = math.prod(s for s in sizes if s) if all(sizes) else None
+    console.print(
+        f"[bold]search[/] ({search.strategy}): the grid above is the baseline; "
+        f"{search.trials if search.strategy != 'grid' else grid} trials over {len(dims)} dimensions"
+        + (f" ({grid} grid points)" if grid else " (continuous)"),
+        highlight=False,
+    )
+    for d in dims:
+        where = f"{len(d.values)} choices" if d.kind == "choice" else f"{d.kind} in [{d.low:g}, {d.high:g}]"
+        console.print(f"  {d.name}: {where}" + (f", step {d.step:g}" if d.step else ""), highlight=False)
+    for i, r in enumerate(search.rungs):
+        console.print(f"  rung {i}: eval_samples {r.eval_samples}, distill_fraction {r.distill_fraction:g}")
 
 
 @main.command()
@@ -169,6 +194,8 @@ def _sweep(
             SweepProgress(title=spec.name) as progress,
         ):
             try:
+                if spec.search is not None:
+                    return _search(spec, ex, progress, reg, ctx.obj["debug"], options)
                 return run_pipeline(spec, ex, observer=progress, registry=reg, **options)
             except KeyboardInterrupt:
                 pass  # the manifest is written; leave the contexts (Ray shuts down), then exit 130
@@ -183,6 +210,19 @@ def _sweep(
         err=True,
     )
     sys.exit(130)
+
+
+def _search(
+    spec: Any, ex: Any, progress: Any, reg: Registry, debug: bool, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Search on Ray Tune (an embedded local Ray with --executor local), then run the finalists."""
+    from ..cluster.tune import TuneSearcher
+    from .search import search_and_run
+
+    searcher = TuneSearcher(verbose=debug)
+    return search_and_run(
+        spec, ex, searcher, observer=progress, registry=reg, on_result=progress.trial, **options
+    )
 
 
 def _publish(

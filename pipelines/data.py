@@ -37,6 +37,15 @@ class RunData:
             return digest(self.eval_texts, self.labels, self.calibration, max_length)
         return digest(self.eval_texts, self.labels, self.calibration, max_length, self.pairs)
 
+    def head(self, n: int) -> RunData:
+        """The first `n` eval texts (with their labels and the rated pairs among them): a cheap
+        rung of a search. Calibration and training text stay as they are."""
+        if n >= len(self.eval_texts):
+            return self
+        pairs = [p for p in self.pairs if p[0] < n and p[1] < n] if self.pairs is not None else None
+        labels = self.labels[:n] if self.labels else None
+        return RunData(self.eval_texts[:n], labels, self.calibration, self.train, pairs)
+
     def train_digest(self, max_length: int) -> str | None:
         """Hash of the distillation text, or None when there is none."""
         return digest(self.train, max_length) if self.train else None
@@ -74,7 +83,8 @@ def prepare_data(spec: Spec) -> RunData:
     calib = texts[n:][-n_cal:] or texts[:n_cal]
     eval_texts = texts[:n]
     train: list[str] = []
-    if spec.variants.distillation.enabled:
+    searched = spec.search is not None and spec.search.space.distillation is not None
+    if spec.variants.distillation.enabled or searched:
         if spec.data.train is not None:
             tex, n_train = _read(spec.data.train)
             pool = tex.texts[:n_train]

@@ -17,7 +17,17 @@ LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput
 # Decoding graphs: tokens per second at batch 1 and 8 (see tasks.evaluate.decode_key), with CIs.
 DECODE_KEYS = tuple(f"decode_tokens_per_s{b}{ci}" for b in ("", "_b8") for ci in ("", "_ci"))
 # What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
-DISTILL_KEYS = ("loss_start", "loss_end", "loss_curve", "steps", "train_texts", "device", "train_seconds")
+DISTILL_KEYS = (
+    "loss_start",
+    "loss_end",
+    "loss_curve",
+    "steps",
+    "schedule_steps",  # the schedule's length: more than `steps` when a search stopped it early
+    "resumed_from_step",  # continued from an earlier stop's checkpoint (a search's lower rung)
+    "train_texts",
+    "device",
+    "train_seconds",
+)
 
 
 def environment(executor_info: ExecutorInfo) -> dict[str, Any]:
@@ -90,6 +100,9 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     if lat and not succeeded(lat):
         status, row["reason"] = Status.FAILED, lat.get("reason")
     row.update(metrics=m, onnx=chain[-1]["path"], status=status)
+    quant = next((records[s] for s in v.stages if s.startswith("quantize-")), {})
+    if quant.get("sensitivity"):  # mixed precision chosen by sensitivity: the table and the choice
+        row["sensitivity"], row["excluded"] = quant["sensitivity"], quant.get("excluded", [])
     kd = next((records[s] for s in v.stages if s.startswith("distill-")), None)
     if kd is not None:
         row["distillation"] = {"config": v.distillation, **{k: kd.get(k) for k in DISTILL_KEYS}}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..tasks.base import StepConfig, TechniqueConfig, package_version
+from ..tasks.distillation.kd import DistillConfig
 from ..tasks.export import ExportConfig
 from ..tasks.load import LoadConfig
 from ..tasks.optimize import OptimizeConfig
@@ -80,6 +82,8 @@ class Stage:
     label: str
     resources: dict[str, float] = field(default_factory=dict)
     needs: list[str] = field(default_factory=list)  # other stages whose records it reads
+    # A distillation may continue from one of these (the same one stopped earlier), largest first.
+    resume: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -134,9 +138,41 @@ class Plan:
         }
 
 
+class Combo(NamedTuple):
+    """One variant's recipe: pruning (with its export settings), quantization, distillation."""
+
+    pruning: TechniqueConfig | None
+    export: ExportConfig
+    quantization: TechniqueConfig | None
+    distillation: DistillConfig | None = None
+
+
+def grid_combos(spec: Spec) -> list[Combo]:
+    """The spec's grid: every pruning × quantization; shape-changing prunings distilled if enabled."""
+    prunings, quants = variant_axes(spec)
+    kd = spec.variants.distillation.config() if spec.variants.distillation.enabled else None
+    return [
+        Combo(p, x, q, kd if p is not None and p.changes_shapes else None)
+        for p, x in prunings
+        for q in quants
+    ]
+
+
+def _resume_ids(
+    kd: DistillConfig, parent: str, extra: dict[str, Any], needs: list[str], fractions: tuple[float, ...]
+) -> list[str]:
+    """Ids of the same distillation stopped earlier (after each fraction of its steps), largest first."""
+    reached = kd.stop_after or kd.steps
+    stops = sorted({math.ceil(f * kd.steps) for f in fractions if 0 < f < 1} - {0}, reverse=True)
+    return [
+        stage_id(parent, "distill", c.to_json(), {**extra, "needs": needs}, c.version)
+        for c in (kd.model_copy(update={"stop_after": s}) for s in stops if s < reached)
+    ]
+
+
 def _cost(stage: Stage) -> float:
     if stage.kind == "distill":
-        return DISTILL_COST_PER_STEP * float(stage.config["steps"])
+        return DISTILL_COST_PER_STEP * float(stage.config.get("stop_after") or stage.config["steps"])
     return STAGE_COST.get(stage.kind, 1.0)
 
 
@@ -164,6 +200,21 @@ def _cannot_run(spec: Spec, techniques: list[TechniqueConfig | None], gpus_avail
     return None
 
 
+def _groups(spec: Spec, combos: list[Combo]) -> list[tuple[Combo, list[TechniqueConfig | None]]]:
+    """Combos grouped by their chain (pruning, export, distillation), in first-seen order; the
+    baseline chain (no pruning, the spec's export, no distillation) first, with `none` quantization."""
+    baseline = Combo(None, spec.export, None, None)
+    groups: list[tuple[Combo, list[TechniqueConfig | None]]] = [(baseline, [None])]
+    for c in combos:
+        chain = c._replace(quantization=None)
+        group = next((qs for head, qs in groups if head == chain), None)
+        if group is None:
+            groups.append((chain, group := []))
+        if c.quantization not in group:
+            group.append(c.quantization)
+    return groups
+
+
 def build_plan(
     spec: Spec,
     data_digest: str,
@@ -171,15 +222,22 @@ def build_plan(
     gpus_available: bool = False,
     train_digest: str | None = None,
     model_digest: str | None = None,
+    combos: list[Combo] | None = None,
+    resume_fractions: tuple[float, ...] = (),
+    build_digest: str | None = None,
 ) -> Plan:
-    """Expand the spec's grid into stages and variants.
+    """Expand the spec's grid (or the given `combos`, e.g. a search's trials) into stages and variants.
 
     The load stage's id hashes the model's content (`model_digest`), not where it lies, so a
-    model edited in place is a new input and a moved one is not. With distillation enabled,
-    every shape-changing pruned model is distilled (from the loaded base model, on the training
-    text `train_digest` identifies) before it is exported.
+    model edited in place is a new input and a moved one is not. A combo with distillation is
+    distilled (from the loaded base model, on the training text `train_digest` identifies)
+    before it is exported. The baseline (none × none) is always planned, first. A distillation
+    may resume from the same one stopped after each of `resume_fractions` of its steps (a
+    search's lower rungs): those stages' ids are its `resume` candidates. `build_digest` (default:
+    `data_digest`) identifies the data that prune, export and quantize read: a search's cheaper
+    rungs evaluate on fewer texts (another `data_digest`) but build the very same graphs.
     """
-    prunings, quants = variant_axes(spec)
+    build = build_digest or data_digest
     res = {"num_cpus": float(spec.resources.cpus_per_task), "num_gpus": float(spec.resources.gpus_per_task)}
     stages: dict[str, Stage] = {}
 
@@ -204,16 +262,15 @@ def build_plan(
     model_id = {"task": spec.model.task, "model": model_digest or f"path:{spec.model.source}"}
     load_id = add("load", load_cfg, None, "load base model", identity=model_id)
     opt_cfg = OptimizeConfig()
-    kd = spec.variants.distillation.config() if spec.variants.distillation.enabled else None
     variants: list[Variant] = []
     baseline = ""
     reference = ""
-    for i, (p, xcfg) in enumerate(prunings):  # prunings[0] is (None, spec.export): the baseline chain
+    for i, (head, quants) in enumerate(_groups(spec, grid_combos(spec) if combos is None else combos)):
+        p, xcfg, _, distilled = head  # group 0 is the baseline chain
         chain = [load_id]
         plabel = _label(p, xcfg, spec.export)
-        distilled = kd if p is not None and p.changes_shapes else None
         if distilled is not None:
-            plabel += " +kd"
+            plabel += " +kd" + (f"@{distilled.stop_after}" if getattr(distilled, "stop_after", None) else "")
         if p is not None and (why := _cannot_run(spec, [p], gpus_available)):
             # Nothing of this pruning can run here: its variants are skipped, and it adds no stages.
             for q in quants:
@@ -225,11 +282,12 @@ def build_plan(
             continue
         if p is not None:
             # Activation importance reads calibration text, so the data joins the id.
-            chain.append(add("prune", p, load_id, _label(p), {"data": data_digest}))
+            chain.append(add("prune", p, load_id, _label(p), {"data": build}))
         if distilled is not None:
             extra = {"train": train_digest, "max_length": spec.data.max_length}
             chain.append(add("distill", distilled, chain[-1], f"distill {plabel}", extra, [load_id]))
-        chain.append(add("export", xcfg, chain[-1], f"export {plabel}", {"data": data_digest}))
+            stages[chain[-1]].resume = _resume_ids(distilled, chain[-2], extra, [load_id], resume_fractions)
+        chain.append(add("export", xcfg, chain[-1], f"export {plabel}", {"data": build}))
         chain.append(add("optimize", opt_cfg, chain[-1], f"optimize {plabel}"))
         if i == 0:
             # Baseline outputs on the eval set (ONNX fp32 and PyTorch fp32), computed once.
@@ -247,7 +305,7 @@ def build_plan(
                 v.status, v.reason = Status.SKIPPED, why
             else:
                 if q is not None:
-                    vchain.append(add("quantize", q, chain[-1], label, {"data": data_digest}))
+                    vchain.append(add("quantize", q, chain[-1], label, {"data": build}))
                 vchain.append(add("evaluate", None, vchain[-1], label, {"data": data_digest}, [reference]))
             if i == 0 and q is None:
                 baseline = vid

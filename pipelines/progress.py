@@ -34,6 +34,8 @@ class SweepProgress:
         self._state: dict[str, tuple[str, str]] = {}  # variant id -> (state, detail)
         self._start = time.monotonic()
         self._counts = {"done": 0, "total": 0}
+        self._rungs: dict[str, int] = {}  # search trial -> the highest rung it reported
+        self._best: tuple[float, str] | None = None  # a search's best feasible score, and its label
 
     def __enter__(self) -> SweepProgress:
         if not self.console.is_terminal:
@@ -86,6 +88,32 @@ class SweepProgress:
             self._log(stage, record)
         self._refresh()
 
+    def trial(self, entry: dict[str, Any]) -> None:
+        """A search trial reported a rung: one line, the trials by rung, the best so far."""
+        last = entry["rungs"][-1]
+        self._rungs[entry["trial"]] = int(last["rung"])
+        m = last.get("metrics") or {}
+        if last.get("feasible") and (self._best is None or last["score"] > self._best[0]):
+            self._best = (float(last["score"]), str(entry.get("label")))
+        verdict = "feasible" if last.get("feasible") else f"infeasible: {last.get('why')}"
+        quality = ", ".join(f"{k} {m[k]:.3f}" for k in ("fidelity", "top1_agreement") if k in m)
+        elapsed = time.monotonic() - self._start
+        self.console.print(
+            f"[{elapsed:6.1f}s] trial {entry['trial']} rung {last['rung']}: {entry.get('label')}: "
+            f"score {last['score']:.4g} ({quality}) {verdict}"[:220],
+            highlight=False,
+            markup=False,
+        )
+        self._refresh()
+
+    def _search_line(self) -> str:
+        by_rung: dict[int, int] = defaultdict(int)
+        for r in self._rungs.values():
+            by_rung[r] += 1
+        counts = ", ".join(f"rung {r}: {n}" for r, n in sorted(by_rung.items()))
+        best = f"; best so far {self._best[0]:.4g} ({self._best[1]})" if self._best else ""
+        return f"\nsearch: {len(self._rungs)} trials reported ({counts}){best}"
+
     def _log(self, stage: Stage, record: Record) -> None:
         status = record.get("status", Status.SUCCEEDED)
         secs = record.get("seconds")
@@ -119,7 +147,8 @@ class SweepProgress:
             table.add_row(self._labels[vid], Text(state, style=STYLE.get(state, "")), detail)
         elapsed = time.monotonic() - self._start
         head = Text(
-            f"{self.title}: {self._counts['done']}/{self._counts['total']} stages, {elapsed:.0f}s",
+            f"{self.title}: {self._counts['done']}/{self._counts['total']} stages, {elapsed:.0f}s"
+            + (self._search_line() if self._rungs else ""),
             style="bold",
         )
         return Group(head, table)

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .report_search import search_lines, sensitivity_lines
 from .spec import SelectSpec
 
 # Shown when at least one variant has the metric (the task and the eval data decide which).
@@ -107,6 +108,7 @@ def markdown(manifest: dict[str, Any]) -> str:
         "|" + "---|" * len(rows[0]),
     ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+    lines += search_lines(manifest) + sensitivity_lines(manifest)
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +148,7 @@ selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
 def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -> tuple[Path, Path]:
     """Write report.md and report.html into `run_dir`; returns their paths."""
     from .report_plots import main_png, technique_png
+    from .report_search import search_png
 
     run_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
@@ -153,6 +156,7 @@ def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -
     plots = [
         ("speedup against fidelity", main_png(manifest, select.objectives, select.constraints)),
         ("each technique on its own", technique_png(manifest)),
+        ("search: score against wall time", search_png(manifest)),
     ]
     html_path.write_text(html_report(manifest, plots))
     return md_path, html_path

@@ -15,7 +15,7 @@ from . import champion
 from .data import RunData, prepare_data
 from .errors import FatalInputError
 from .manifest import environment, overall_status, variant_rows
-from .plan import Plan, Stage, build_plan, stage_id
+from .plan import Combo, Plan, Stage, build_plan, stage_id
 from .ports import Executor, NullObserver, Observer, Registry
 from .records import RUN_ID, RunStatus, Status, failed, succeeded
 from .report import write_reports
@@ -137,15 +137,34 @@ def time_variants(
 
 
 def prepare(
-    spec: Spec, stage_root: Path, *, gpus: int = 0, threads: int | None = None
+    spec: Spec,
+    stage_root: Path,
+    *,
+    gpus: int = 0,
+    threads: int | None = None,
+    combos: list[Combo] | None = None,
+    eval_samples: int | None = None,
+    resume_fractions: tuple[float, ...] = (),
 ) -> tuple[Plan, Context]:
-    """The plan and the stage context of a spec: data read, ids computed, nothing run."""
-    data = preflight(spec)
+    """The plan and the stage context of a spec: data read, ids computed, nothing run.
+
+    `combos` replace the spec's grid (a search's trials); `eval_samples` keeps only the first
+    eval texts (a search's cheaper rungs: their data digest, hence their stage ids, differ).
+    """
+    full = preflight(spec)
+    data = full.head(eval_samples) if eval_samples is not None else full
     n = spec.data.max_length
     # File digests are cached in the artifact root: a cached run does not read a big checkpoint again.
     model = source_digest(spec.model.source, Path(stage_root).parent / "digests.json")
     plan = build_plan(
-        spec, data.digest(n), gpus_available=gpus > 0, train_digest=data.train_digest(n), model_digest=model
+        spec,
+        data.digest(n),
+        gpus_available=gpus > 0,
+        train_digest=data.train_digest(n),
+        model_digest=model,
+        combos=combos,
+        resume_fractions=resume_fractions,
+        build_digest=full.digest(n),  # fewer eval texts evaluate the same graphs
     )
     ctx = Context(
         root=str(stage_root),
@@ -173,6 +192,8 @@ def run(
     run_id: str | None = None,
     tick_id: str | None = None,
     registry: Registry | None = None,
+    combos: list[Combo] | None = None,
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest.
 
@@ -191,7 +212,7 @@ def run(
     info = executor.describe()
     env = environment(info)
     root = Path(spec.artifacts.path).resolve()
-    plan, ctx = prepare(spec, root / "stages", gpus=env["gpus"], threads=threads)
+    plan, ctx = prepare(spec, root / "stages", gpus=env["gpus"], threads=threads, combos=combos)
     env["threads"] = {
         "per_task": ctx.threads,
         "latency": spec.evaluate.latency.threads or "every CPU of the node",
@@ -250,6 +271,7 @@ def run(
         "stages_per_node": dict(Counter(str(r["ray_node"]) for r in records.values() if r.get("ray_node"))),
         "submission_id": os.environ.get("SLIMLINE_SUBMISSION_ID"),  # set when submitted as a Ray job
         "base_model_digest": plan.model_digest,  # the digest the load stage's id hashes
+        "search": search,  # a search's trials, rungs and best-so-far (None for a grid)
     }
     write_json(root / run_id / "spec.json", spec.public())  # what `registry push` reads
     write_json(root / run_id / "manifest.json", manifest)

@@ -26,6 +26,7 @@ from ..tasks.evaluate import LatencyConfig
 from ..tasks.export import ExportConfig
 from .errors import SpecError
 from .schedule import check_cron
+from .search_spec import SearchSpec
 from .spec_yaml import read_yaml
 
 
@@ -259,6 +260,7 @@ class Spec(_Strict):
     export: ExportConfig = ExportConfig()  # a pruning entry may override it with its own `export:`
     artifacts: ArtifactsSpec = ArtifactsSpec()
     schedule: ScheduleSpec | None = None
+    search: SearchSpec | None = None  # search the space instead of running the `variants` grid
 
     @field_validator("artifacts", mode="before")
     @classmethod
@@ -379,6 +381,10 @@ def load_spec(path: str | Path) -> Spec:
     try:
         variant_axes(spec)  # technique configs are validated now, not mid-run
         check_data(spec)
+        if spec.search is not None:
+            from .space import check_space
+
+            check_space(spec)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
     return spec

@@ -71,6 +71,19 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
         return _run(stage, inputs, ctx)
 
 
+def _resume_from(candidates: list[str], cfg: Any, ctx: Context) -> Path | None:
+    """The furthest finished earlier stop of this distillation whose checkpoint fits, if any."""
+    from ..tasks.distillation.kd import resumable
+
+    for sid in candidates:  # largest stop first
+        rec = cached(ctx, sid)
+        if rec is not None and rec.get("status", Status.SUCCEEDED) == Status.SUCCEEDED:
+            folder = Path(rec["path"])
+            if folder.is_dir() and resumable(folder, cfg) is not None:
+                return folder
+    return None
+
+
 def _run(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Record:
     sid, kind = stage["id"], stage["kind"]
     quiet_libraries()
@@ -114,8 +127,9 @@ def _dispatch(
     if kind == "prune":
         return prune.apply(make_config(cfg, "prune"), src, out, task=ctx.task, **text)
     if kind == "distill":
+        kd = make_config(cfg, "distill")
         return distill.apply(
-            make_config(cfg, "distill"),
+            kd,
             src,
             Path(inputs[stage["needs"][0]]["path"]),  # the teacher: the loaded base model
             out,
@@ -123,6 +137,7 @@ def _dispatch(
             texts=ctx.train_texts,
             max_length=ctx.max_length,
             device=ctx.device,
+            resume_from=_resume_from(stage.get("resume") or [], kd, ctx),
         )
     if kind == "export":
         return export.apply(

@@ -14,12 +14,14 @@ inference-time function, and noise would only slow that down on a few hundred st
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .. import _kd, inputs
 from ..base import Record, TaskError, TechniqueConfig
@@ -39,9 +41,53 @@ class DistillConfig(TechniqueConfig):
     weight_decay: float = Field(default=0.01, ge=0)
     temperature: float = Field(default=2.0, gt=0)
     seed: int = 0
+    # Stop after this many of `steps` (a search's lower rung), on the full run's schedule and
+    # batches: a later run of the same config resumes from the checkpoint and ends where an
+    # uninterrupted run would. None: all steps.
+    stop_after: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _stop_within(self) -> DistillConfig:
+        if self.stop_after is not None and self.stop_after > self.steps:
+            raise ValueError(f"stop_after ({self.stop_after}) must be at most steps ({self.steps})")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        # Left out when unset: the stage ids of every distillation before stop_after existed stay.
+        data = self.model_dump(mode="json")
+        if self.stop_after is None:
+            data.pop("stop_after")
+        return data
+
+    def schedule(self) -> dict[str, Any]:
+        """What a checkpoint must share with a run that resumes it: everything but stop_after."""
+        data = self.to_json()
+        data.pop("stop_after", None)
+        return data
 
 
 CONFIG = DistillConfig
+STATE = "distill_state.pt"  # beside the saved student of a stopped run: optimizer, schedule, losses
+
+
+def resumable(folder: Path, cfg: DistillConfig) -> int | None:
+    """The step a run of `cfg` can resume from with the checkpoint in `folder`, or None when it
+    is missing, of another schedule (any setting but stop_after differs), or not behind `cfg`."""
+    path = Path(folder) / STATE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError):  # cut off while written, or not ours
+        return None
+    step = int(state.get("step", 0))
+    if state.get("schedule") != _schedule_key(cfg) or not 0 < step < (cfg.stop_after or cfg.steps):
+        return None
+    return step
+
+
+def _schedule_key(cfg: DistillConfig) -> str:
+    return json.dumps(cfg.schedule(), sort_keys=True)
 
 
 def _device(requested: str) -> torch.device:
@@ -81,8 +127,14 @@ def distill(
     task: str,
     max_length: int = 128,
     device: str = "cpu",
+    resume: dict[str, Any] | None = None,
 ) -> Record:
-    """Train `student` in place to imitate `teacher` on `texts`; returns the loss curve and timings."""
+    """Train `student` in place to imitate `teacher` on `texts`; returns the loss curve and timings.
+
+    `resume` is the checkpoint state of a stopped run of the same schedule (`student` then holds
+    that run's weights): its optimizer and schedule are restored and its batches skipped. When
+    this run stops before `cfg.steps`, the record's `_state` is the checkpoint to save.
+    """
     if not texts:
         raise TaskError(
             "distillation needs training text (data.train, or eval data beyond data.eval.samples)"
@@ -96,10 +148,16 @@ def distill(
     warmup = int(cfg.warmup_fraction * cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _kd.warmup_linear_decay(s, cfg.steps, warmup))
     losses: list[float] = []
+    done = 0
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        losses, done = list(resume["losses"]), int(resume["step"])
+    end = cfg.stop_after or cfg.steps
     tokens = 0
     start = time.perf_counter()
     names = input_names(student, tokenizer)
-    for batch in _batches(texts, cfg):
+    for batch in _batches(texts, cfg)[done:end]:
         enc = next(inputs.batches(tokenizer, batch, len(batch), max_length, names, kind="pt"))
         enc = {k: v.to(dev) for k, v in enc.items()}
         loss = _loss(task, student, teacher, enc, cfg.temperature)
@@ -115,11 +173,24 @@ def distill(
     seconds = time.perf_counter() - start
     student.to("cpu")
     tenth = max(1, len(losses) // 10)
+    state = None
+    if end < cfg.steps:  # a later run may continue this one: keep what it needs (not otherwise:
+        # the optimizer state is twice the model)
+        state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "losses": losses,
+            "step": end,
+            "schedule": _schedule_key(cfg),
+        }
     return {
         "loss_curve": _kd.downsample(losses),
         "loss_start": float(np.mean(losses[:tenth])),
         "loss_end": float(np.mean(losses[-tenth:])),
-        "steps": cfg.steps,
+        "steps": end,
+        "schedule_steps": cfg.steps,
+        "resumed_from_step": done,
+        "_state": state,
         "train_texts": len(texts),
         "device": dev.type,
         "train_seconds": seconds,

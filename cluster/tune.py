@@ -1,0 +1,176 @@
+"""The searcher: Ray Tune samples the space (Optuna's TPE for `tpe`), runs trials as Tune trials
+with the spec's resources, and stops unpromising ones at a rung (ASHA for `asha`).
+
+It decides nothing about compression: what a trial computes and how it scores are
+pipelines.search's; this module translates the search problem into Tune's terms and streams
+every result back to the driver's SearchLog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ray import tune
+
+from ..pipelines.search import SearchLog, SearchProblem
+from ..pipelines.space import Dim
+
+
+def domain(dim: Dim, grid: bool) -> Any:
+    """One dimension as a Tune domain (a grid visits every value; ranges by their step)."""
+    from ray import tune
+
+    if grid:
+        return tune.grid_search(dim.grid())
+    if dim.kind == "choice":
+        return tune.choice(list(range(len(dim.values))))
+    if dim.kind == "int":
+        if dim.step is not None:
+            return tune.qrandint(int(dim.low), int(dim.high), int(dim.step))
+        return (
+            tune.lograndint(int(dim.low), int(dim.high) + 1)
+            if dim.log
+            else tune.randint(int(dim.low), int(dim.high) + 1)
+        )
+    if dim.step is not None:
+        return (
+            tune.qloguniform(dim.low, dim.high, dim.step)
+            if dim.log
+            else tune.quniform(dim.low, dim.high, dim.step)
+        )
+    return tune.loguniform(dim.low, dim.high) if dim.log else tune.uniform(dim.low, dim.high)
+
+
+def _searcher(problem: SearchProblem) -> Any:
+    """tpe: Optuna's TPE sampler through Tune's OptunaSearch; the others: Tune's own sampling."""
+    if problem.strategy != "tpe":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=problem.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=problem.seed, n_startup_trials=4))
+
+
+def _scheduler(problem: SearchProblem) -> Any:
+    """asha: trials report once per rung; at each rung but the last, ASHA keeps the top
+    1/reduction_factor (by score) going and stops the rest."""
+    if problem.strategy != "asha" or problem.reports < 2:
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=problem.reports,
+        grace_period=1,
+        reduction_factor=problem.reduction_factor,
+    )
+
+
+@contextlib.contextmanager
+def _ray_up(verbose: bool) -> Iterator[None]:
+    """Use the Ray this process already joined (the Ray executor's), else an embedded local one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    from .ray_executor import _loopback_only
+
+    with _loopback_only():
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=verbose,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+# Where results go, by key: Tune pickles its callbacks with the experiment's state, and a log
+# (or a progress display holding a terminal) does not pickle; the callback holds only the key.
+_SINKS: dict[str, tuple[SearchLog, Callable[[dict[str, Any]], None] | None]] = {}
+
+
+class _Collect(tune.Callback):
+    """Streams each trial's results, and its end, to the sink under `key` (defined at module
+    level: cloudpickle then pickles it by reference, never the sinks with it)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        log, on_result = _SINKS[self.key]
+        entry = log.result(trial.trial_id, dict(trial.config), result)
+        if on_result is not None:
+            on_result(entry)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        _SINKS[self.key][0].ended(trial.trial_id, "done")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        _SINKS[self.key][0].ended(trial.trial_id, "error")
+
+
+class TuneSearcher:
+    """Runs a search problem on Ray Tune; `search` returns when every trial has ended."""
+
+    def __init__(self, *, verbose: bool = False) -> None:
+        self.verbose = verbose
+
+    def search(
+        self,
+        problem: SearchProblem,
+        trial: Callable[[dict[str, Any], Callable[[dict[str, Any]], None], str], None],
+        log: SearchLog,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Run every trial; each result goes to `log` (and `on_result`, e.g. a progress view)."""
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        key = str(id(log))
+        _SINKS[key] = (log, on_result)
+
+        def trainable(config: dict[str, Any]) -> None:
+            trial(config, tune.report, tune.get_context().get_trial_id())
+
+        grid = problem.strategy == "grid"
+        space = {d.name: domain(d, grid) for d in problem.dims}
+        resources = {"cpu": problem.cpus, "gpu": problem.gpus}
+        with _ray_up(self.verbose):
+            tuner = tune.Tuner(
+                tune.with_resources(trainable, resources),
+                param_space=space,
+                tune_config=tune.TuneConfig(
+                    metric="score",
+                    mode="max",
+                    search_alg=None if grid else _searcher(problem),
+                    scheduler=_scheduler(problem),
+                    num_samples=1 if grid else problem.trials,
+                    max_concurrent_trials=problem.max_concurrent,
+                    time_budget_s=problem.time_s,
+                ),
+                run_config=tune.RunConfig(
+                    name="search",
+                    storage_path=problem.storage,
+                    verbose=1 if self.verbose else 0,
+                    callbacks=[_Collect(key)],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            try:
+                tuner.fit()
+            finally:
+                _SINKS.pop(key, None)

@@ -1,0 +1,86 @@
+"""The `search:` block of a spec: a space of recipes, a strategy, a budget and fidelity rungs.
+
+Grids (`variants:`) keep working unchanged; a spec with `search:` is searched instead, and its
+`variants:` only sets the distillation defaults that the space does not override.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strategy = Literal["grid", "random", "tpe", "asha"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+
+class Rung(_Strict):
+    """One level of fidelity: how many eval texts, and what fraction of the distillation steps."""
+
+    eval_samples: int | Literal["all"] = Field(default="all")
+    distill_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Rung:
+        if isinstance(self.eval_samples, int) and self.eval_samples < 8:
+            raise ValueError("eval_samples: at least 8 texts (or 'all')")
+        return self
+
+
+class Budget(_Strict):
+    time_s: float = Field(gt=0)
+
+
+class SearchSpace(_Strict):
+    """Technique entries whose values may be lists (choices) or {min, max[, step][, log]} ranges.
+
+    `pruning` and `quantization` take one entry or a list of entries (a choice among them,
+    "none" included); `distillation` takes DistillConfig fields (a range or list searches them).
+    """
+
+    pruning: list[Any] = Field(default_factory=lambda: ["none"], min_length=1)
+    quantization: list[Any] = Field(default_factory=lambda: ["none"], min_length=1)
+    distillation: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_entry(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {
+                k: [v] if k in ("pruning", "quantization") and not isinstance(v, list) else v
+                for k, v in data.items()
+            }
+        return data
+
+
+class SearchSpec(_Strict):
+    strategy: Strategy = "asha"
+    trials: int = Field(default=16, ge=1, le=10_000)  # grid: ignored, the grid is every point
+    budget: Budget | None = None  # wall-clock limit of the search phase; the finals still run
+    space: SearchSpace = SearchSpace()
+    rungs: list[Rung] = Field(default_factory=lambda: [Rung()], min_length=1, max_length=8)
+    seed: int = 0
+    max_concurrent: int | None = Field(default=None, ge=1)  # default: as many as the resources fit
+    reduction_factor: int = Field(default=2, ge=2, le=8)  # asha: keep 1/reduction_factor per rung
+
+    @model_validator(mode="after")
+    def _rungs_increase(self) -> SearchSpec:
+        last = self.rungs[-1]
+        if last.eval_samples != "all" or last.distill_fraction != 1.0:
+            raise ValueError("the last rung is the full evaluation: eval_samples: all, distill_fraction: 1.0")
+        sizes = [r.eval_samples for r in self.rungs[:-1]]
+        if any(s == "all" for s in sizes):
+            raise ValueError("only the last rung may use eval_samples: all")
+        ints = [int(s) for s in sizes]
+        fractions = [r.distill_fraction for r in self.rungs]
+        if ints != sorted(ints) or fractions != sorted(fractions):
+            raise ValueError("rungs must not decrease in eval_samples or distill_fraction")
+        return self
+
+    @property
+    def multi_fidelity(self) -> bool:
+        """Whether trials climb the rungs (asha); the other strategies run the last rung only."""
+        return self.strategy == "asha" and len(self.rungs) > 1

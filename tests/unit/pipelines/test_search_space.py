@@ -1,0 +1,176 @@
+"""The search block: validation with one clear line, the space as dimensions, points as configs, scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from slimline.pipelines.errors import SpecError
+from slimline.pipelines.plan import build_plan
+from slimline.pipelines.search import INFEASIBLE, SearchLog, at_rung, rungs_of, score
+from slimline.pipelines.search_spec import Rung
+from slimline.pipelines.space import check_space, decode, dimensions, grid_points
+from slimline.pipelines.spec import SelectSpec, Spec, load_spec
+
+SPACE = {
+    "pruning": [
+        "none",
+        {
+            "method": "structured",
+            "heads": {"min": 0.0, "max": 0.5},
+            "ffn": {"min": 0.0, "max": 0.6, "step": 0.3},
+        },
+    ],
+    "quantization": ["none", {"method": "dynamic-int8", "per_channel": [False, True]}],
+    "distillation": {"steps": {"max": 40}, "lr": [1e-4, 1e-3]},
+}
+
+
+def _spec(tmp_path: Path, **search: object) -> Spec:
+    data = {
+        "version": 1,
+        "name": "s",
+        "model": {"source": str(tmp_path), "task": "feature-extraction"},
+        "search": {"strategy": "asha", "trials": 4, "space": SPACE} | search,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def test_space_flattens_to_named_dimensions(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    dims = {d.name: d for d in dimensions(spec.search.space)}
+    assert set(dims) == {
+        "pruning",
+        "pruning.1.heads",
+        "pruning.1.ffn",
+        "quantization",
+        "quantization.1.per_channel",
+        "distillation.lr",
+    }  # steps {max: 40} is the budget, not a dimension
+    assert dims["pruning.1.heads"].kind == "float" and dims["pruning.1.ffn"].grid() == [0.0, 0.3, 0.6]
+    assert dims["quantization"].grid() == [0, 1]
+
+
+def test_a_point_decodes_to_validated_configs(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    point = {
+        "pruning": 1,
+        "pruning.1.heads": 0.25,
+        "pruning.1.ffn": 0.0,
+        "quantization": 1,
+        "quantization.1.per_channel": 1,
+        "distillation.lr": 1,
+    }
+    combo = decode(spec, point)
+    # ffn 0 means "no FFN cut": structured gets heads only, and distillation is on for it.
+    assert combo.pruning.method == "structured" and combo.pruning.heads == 0.25 and combo.pruning.ffn is None
+    assert combo.quantization.per_channel is True
+    assert combo.distillation.steps == 40 and combo.distillation.lr == 1e-3
+    # Every cut at zero is no pruning at all, and then nothing to distil.
+    none = decode(spec, point | {"pruning.1.heads": 0.0})
+    assert none.pruning is None and none.distillation is None
+
+
+def test_grid_needs_steps_and_covers_every_point(tmp_path: Path) -> None:
+    with pytest.raises(
+        SpecError, match=r"search.space.pruning.1.heads: a grid needs a list or a range with a step"
+    ):
+        _spec(tmp_path, strategy="grid")
+    space = SPACE | {"pruning": ["none", {"method": "heads", "amount": [0.25, 0.5]}]}
+    spec = _spec(tmp_path, strategy="grid", space=space)
+    points = grid_points(check_space(spec))
+    assert len(points) == 2 * 2 * 2 * 2 * 2  # pruning × amount × quantization × per_channel × lr
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ({"strategy": "bayes"}, "search.strategy"),
+        ({"rungs": [{"eval_samples": 32}, {"eval_samples": 16, "distill_fraction": 1.0}]}, "last rung"),
+        ({"rungs": [{"eval_samples": 64}, {"eval_samples": 32}, {}]}, "must not decrease"),
+        ({"space": {"pruning": [{"method": "heads", "amount": {"min": 0.6, "max": 0.2}}]}}, "min < max"),
+        ({"space": {"pruning": [{"method": "hedas"}]}}, r"search.space.pruning\[0\].method"),
+        (
+            {"space": {"pruning": [{"method": "heads", "amount": {"min": 0.1, "max": 1.5}}]}},
+            "search.space.pruning",
+        ),
+    ],
+)
+def test_bad_search_blocks_get_one_line_naming_the_field(tmp_path: Path, search: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message) as err:
+        _spec(tmp_path, **search)
+    assert "\n" not in str(err.value) and "spec.yaml" in str(err.value)
+
+
+def test_rungs_stop_distillation_on_the_full_schedule(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rungs=[{"eval_samples": 16, "distill_fraction": 0.25}, {}])
+    combo = decode(
+        spec,
+        {
+            "pruning": 1,
+            "pruning.1.heads": 0.5,
+            "pruning.1.ffn": 0.3,
+            "quantization": 0,
+            "quantization.1.per_channel": 0,
+            "distillation.lr": 0,
+        },
+    )
+    low = at_rung(combo, spec.search.rungs[0])
+    assert low.distillation.stop_after == 10 and low.distillation.steps == 40
+    assert at_rung(combo, spec.search.rungs[1]) == combo
+    assert rungs_of(spec) == (0, 1)
+    assert rungs_of(
+        spec.model_copy(update={"search": spec.search.model_copy(update={"strategy": "tpe"})})
+    ) == (1,)
+    # The full distillation may resume from the quarter-way stage: its id is a resume candidate.
+    plan = build_plan(spec, "d", train_digest="t", combos=[combo], resume_fractions=(0.25, 1.0))
+    partial = build_plan(spec, "d", train_digest="t", combos=[low])
+    (full_kd,) = [s for s in plan.stages.values() if s.kind == "distill"]
+    (low_kd,) = [s for s in partial.stages.values() if s.kind == "distill"]
+    assert full_kd.resume == [low_kd.id] and low_kd.id != full_kd.id
+
+
+def test_score_ranks_feasible_above_infeasible_by_how_far_they_miss() -> None:
+    select = SelectSpec.model_validate(
+        {"constraints": {"fidelity": {"min": 0.9}}, "objectives": ["latency_p50_ms"]}
+    )
+    fast = score({"fidelity": 0.95, "latency_p50_ms": 1.0, "speedup_vs_baseline": 2.0}, select)
+    slow = score({"fidelity": 0.99, "latency_p50_ms": 2.0, "speedup_vs_baseline": 1.1}, select)
+    near = score({"fidelity": 0.85, "latency_p50_ms": 1.0, "speedup_vs_baseline": 3.0}, select)
+    far = score({"fidelity": 0.5, "latency_p50_ms": 1.0, "speedup_vs_baseline": 3.0}, select)
+    assert fast == (2.0, []) and slow[0] == 1.1
+    assert near[0] < INFEASIBLE + 1 and far[0] < near[0] < slow[0]
+    assert near[1] == ["fidelity 0.85 < min 0.9"]
+    size = SelectSpec.model_validate({"constraints": {}, "objectives": ["size_mb"]})
+    assert score({"size_mb": 10.0}, size)[0] > score({"size_mb": 20.0}, size)[0]
+
+
+def test_search_log_tells_finished_stopped_and_failed_trials(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rungs=[{"eval_samples": 16, "distill_fraction": 0.5}, {}])
+    log = SearchLog(spec)
+    point = {
+        "pruning": 0,
+        "pruning.1.heads": 0.1,
+        "pruning.1.ffn": 0.0,
+        "quantization": 1,
+        "quantization.1.per_channel": 0,
+        "distillation.lr": 0,
+    }
+    for r in (0, 1):
+        log.result("a", point, {"rung": r, "score": 1.5 + r, "feasible": True, "label": "a"})
+    log.result("b", point, {"rung": 0, "score": -1e6, "feasible": False, "label": "b"})
+    log.ended("a", "done")
+    log.ended("b", "done")
+    log.ended("c", "error")
+    assert [e["status"] for e in log.trials.values()] == ["finished", "stopped", "error"]
+    assert log.trials["b"]["stopped_at_rung"] == 0
+    assert [b["score"] for b in log.best] == [2.5]  # only full-fidelity results count as found
+    assert len(log.finalists()) == 1 and log.finalists()[0].quantization.method == "dynamic-int8"
+
+
+def test_rung_validation() -> None:
+    with pytest.raises(ValueError, match="at least 8"):
+        Rung(eval_samples=4)
