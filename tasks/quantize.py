@@ -51,7 +51,10 @@ def apply(
     with atomic_dir(Path(out_dir)) as tmp, quiet_root_logger():
         graph = without_initializer_shapes(_private_input(src, tmp / "input"))
         text = calibration if cfg.needs_calibration() else None  # only techniques that read text get it
-        technique.apply(cfg, graph, tmp / ONNX_NAME, calibration=text, device=device, max_length=max_length)
+        # A technique may say more than its graph: e.g. the sensitivity table behind mixed precision.
+        extra = technique.apply(
+            cfg, graph, tmp / ONNX_NAME, calibration=text, device=device, max_length=max_length
+        )
         shutil.rmtree(tmp / "input")
         copy_sidecars(src.parent, tmp)
     out = Path(out_dir) / ONNX_NAME
@@ -64,4 +67,5 @@ def apply(
         "ops": op_counts(out),
         "size_mb": after / 1e6,
         "compression": before / after if after else float("nan"),
+        **(extra or {}),
     }

@@ -1,8 +1,9 @@
 """Quantization techniques (ONNX Runtime): one module each, found by tasks.catalog.
 
 A module holds `CONFIG` (a TechniqueConfig with stage "quantize") and
-`apply(cfg, src, dst, *, calibration, device, max_length) -> None`, which writes the quantized
-graph at `dst` from the graph at `src` (a private copy: ORT writes scratch files beside it).
+`apply(cfg, src, dst, *, calibration, device, max_length) -> dict | None`, which writes the quantized
+graph at `dst` from the graph at `src` (a private copy: ORT writes scratch files beside it) and
+may return fields for the stage record (the sensitivity table of `exclude: {auto: k}`).
 """
 
 import onnx

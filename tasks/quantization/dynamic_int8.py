@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from ..base import LAX, TechniqueConfig
+from ..base import LAX
 from . import ORT_EXTRA_OPTIONS
+from ._mixed import MixedPrecision, auto_exclusions
 
 
-class DynamicInt8Config(TechniqueConfig):
+class DynamicInt8Config(MixedPrecision):
     """Dynamic int8: weights quantized offline, activations at run time."""
 
     stage: ClassVar = "quantize"
@@ -23,9 +24,20 @@ class DynamicInt8Config(TechniqueConfig):
 CONFIG = DynamicInt8Config
 
 
-def apply(cfg: DynamicInt8Config, src: Path, dst: Path, **_: object) -> None:
-    """Quantize the MatMul/Gemm weights of `src` to int8 into `dst`."""
+def apply(
+    cfg: DynamicInt8Config,
+    src: Path,
+    dst: Path,
+    *,
+    calibration: list[str] | None = None,
+    max_length: int = 128,
+    **_: object,
+) -> dict[str, Any]:
+    """Quantize the MatMul/Gemm weights of `src` to int8 into `dst` (the most sensitive kept in
+    fp32 with `exclude: {auto: k}`); returns the sensitivity table and the choice, if any."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    keep, extra = auto_exclusions(cfg, src, calibration, max_length)
 
     quantize_dynamic(
         str(src),
@@ -33,6 +45,7 @@ def apply(cfg: DynamicInt8Config, src: Path, dst: Path, **_: object) -> None:
         per_channel=cfg.per_channel,
         reduce_range=cfg.reduce_range,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(cfg.nodes_to_exclude),
+        nodes_to_exclude=[*cfg.nodes_to_exclude, *keep],
         extra_options=dict(ORT_EXTRA_OPTIONS),
     )
+    return extra

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import onnx
 from pydantic import Field
 
-from ..base import LAX, TaskError, TechniqueConfig
+from ..base import LAX, TaskError
 from ..graph import read_meta, tokenizer_of, with_past
 from ..inputs import encode
 from . import ORT_EXTRA_OPTIONS
+from ._mixed import MixedPrecision, auto_exclusions
 
 
-class StaticInt8Config(TechniqueConfig):
+class StaticInt8Config(MixedPrecision):
     """Static int8 in QDQ format, activation ranges calibrated on real text."""
 
     stage: ClassVar = "quantize"
@@ -78,13 +79,16 @@ def apply(
     calibration: list[str] | None,
     max_length: int,
     **_: object,
-) -> None:
-    """Calibrate activation ranges on `calibration` text and write a QDQ int8 graph to `dst`."""
+) -> dict[str, Any]:
+    """Calibrate activation ranges on `calibration` text and write a QDQ int8 graph to `dst`
+    (the most sensitive weight MatMuls kept in fp32 with `exclude: {auto: k}`, measured with the
+    dynamic-int8 proxy of tasks.sensitivity); returns the sensitivity table, if any."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise TaskError("static-int8 needs calibration text")
+    keep, extra = auto_exclusions(cfg, src, calibration, max_length)
     # Fused com.microsoft ops have no ONNX shape inference: without symbolic inference first,
     # the QDQ quantizer cannot type their outputs and silently leaves activations in float.
     inferred = dst.parent / "inferred.onnx"
@@ -108,9 +112,11 @@ def apply(
         op_types_to_quantize=list(cfg.op_types),
         nodes_to_exclude=[
             *cfg.nodes_to_exclude,
+            *keep,
             *(_activation_matmuls(src) if cfg.weight_matmuls_only else []),
         ],
         calibration_providers=["CPUExecutionProvider"],
         extra_options=dict(ORT_EXTRA_OPTIONS),
     )
     inferred.unlink()
+    return extra

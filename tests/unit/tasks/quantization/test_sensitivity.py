@@ -1,0 +1,73 @@
+"""Sensitivity-guided mixed precision: the table, and `exclude: {auto: k}` keeping its top k in fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from slimline.tasks import quantize
+from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
+from slimline.tasks.quantization.static_int8 import StaticInt8Config
+from slimline.tasks.sensitivity import matmul_sensitivity, weight_matmuls
+
+
+def _fp32_weight_matmuls(path: Path) -> set[str]:
+    """Names of MatMuls that still multiply by a float initializer (left in fp32)."""
+    model = onnx.load(str(path))
+    return {n.name for n, _ in weight_matmuls(model)}
+
+
+def test_table_has_one_finite_row_per_weight_matmul_sorted(graphs, texts) -> None:
+    table = matmul_sensitivity(graphs["bert"], texts[:8], 16)
+    names = _fp32_weight_matmuls(graphs["bert"])
+    assert {r["node"] for r in table} == names and len(table) == len(names) > 4
+    scores = [r["score"] for r in table]
+    assert all(np.isfinite(s) and s >= 0 for s in scores) and scores == sorted(scores, reverse=True)
+    # Finer weight scales can only help: per-channel errors are no larger in total.
+    pc = matmul_sensitivity(graphs["bert"], texts[:8], 16, per_channel=True)
+    assert sum(r["score"] for r in pc) <= sum(scores) * 1.01
+
+
+@pytest.mark.parametrize("cls", [DynamicInt8Config, StaticInt8Config])
+def test_auto_excludes_exactly_the_top_k_of_the_table(graphs, texts, tmp_path, cls) -> None:
+    rec = quantize.apply(
+        cls(exclude={"auto": 2}), graphs["bert"], tmp_path / "q", calibration=texts[:8], max_length=16
+    )
+    table = rec["sensitivity"]
+    top2 = [r["node"] for r in table[:2]]
+    assert rec["excluded"] == top2
+    # Exactly those two still multiply by fp32 weights; every other weight MatMul is quantized.
+    assert _fp32_weight_matmuls(Path(rec["path"])) == set(top2)
+
+
+def test_auto_zero_is_plain_int8_and_unset_exclude_keeps_old_ids(graphs, texts, tmp_path) -> None:
+    plain = quantize.apply(DynamicInt8Config(), graphs["bert"], tmp_path / "a")
+    zero = quantize.apply(
+        DynamicInt8Config(exclude={"auto": 0}), graphs["bert"], tmp_path / "b", calibration=texts[:8]
+    )
+    assert plain["ops"] == zero["ops"] and zero["excluded"] == [] and "sensitivity" not in plain
+    assert "exclude" not in DynamicInt8Config().to_json()
+    assert DynamicInt8Config(exclude={"auto": 2}).label() == "dynamic-int8(exclude=auto2)"
+    with pytest.raises(ValueError):
+        DynamicInt8Config(exclude={"auto": -1})
+
+
+def test_a_weight_outlier_makes_its_matmul_more_sensitive(graphs, texts, tmp_path) -> None:
+    model = onnx.load(str(graphs["bert"]))
+    table = matmul_sensitivity(graphs["bert"], texts[:8], 16)
+    least = table[-1]["node"]
+    node, init = next((n, w) for n, w in weight_matmuls(model) if n.name == least)
+    w = numpy_helper.to_array(init).copy()
+    w[0, 0] = 100 * np.abs(w).max()  # one huge weight stretches the per-tensor scale
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    path = tmp_path / "outlier" / "model.onnx"
+    path.parent.mkdir()
+    for f in graphs["bert"].parent.iterdir():  # the tokenizer and meta.json travel with the graph
+        if f.name != "model.onnx":
+            (path.parent / f.name).write_bytes(f.read_bytes())
+    onnx.save(model, str(path))
+    after = {r["node"]: r["score"] for r in matmul_sensitivity(path, texts[:8], 16)}
+    assert after[least] > 3 * table[-1]["score"] and max(after, key=after.get) == least
