@@ -59,7 +59,7 @@ def test_a_weight_outlier_makes_its_matmul_more_sensitive(graphs, texts, tmp_pat
     model = onnx.load(str(graphs["bert"]))
     table = matmul_sensitivity(graphs["bert"], texts[:8], 16)
     least = table[-1]["node"]
-    node, init = next((n, w) for n, w in weight_matmuls(model) if n.name == least)
+    init = next(w for n, w in weight_matmuls(model) if n.name == least)
     w = numpy_helper.to_array(init).copy()
     w[0, 0] = 100 * np.abs(w).max()  # one huge weight stretches the per-tensor scale
     init.CopyFrom(numpy_helper.from_array(w, init.name))
