@@ -20,12 +20,8 @@ from ..pipelines.search import SearchLog, SearchProblem
 from ..pipelines.space import Dim
 
 
-def domain(dim: Dim, grid: bool) -> Any:
-    """One dimension as a Tune domain (a grid visits every value; ranges by their step)."""
-    from ray import tune
-
-    if grid:
-        return tune.grid_search(dim.grid())
+def domain(dim: Dim) -> Any:
+    """One dimension as a Tune domain (choices are sampled as indices)."""
     if dim.kind == "choice":
         return tune.choice(list(range(len(dim.values))))
     if dim.kind == "int":
@@ -98,6 +94,8 @@ def _ray_up(verbose: bool) -> Iterator[None]:
         ray.shutdown()
 
 
+POINT = "point"  # a grid's one parameter: the whole point
+
 # Where results go, by key: Tune pickles its callbacks with the experiment's state, and a log
 # (or a progress display holding a terminal) does not pickle; the callback holds only the key.
 _SINKS: dict[str, tuple[SearchLog, Callable[[dict[str, Any]], None] | None]] = {}
@@ -114,7 +112,8 @@ class _Collect(tune.Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
         log, on_result = _SINKS[self.key]
-        entry = log.result(trial.trial_id, dict(trial.config), result)
+        config = dict(trial.config)
+        entry = log.result(trial.trial_id, config.get(POINT, config), result)
         if on_result is not None:
             on_result(entry)
 
@@ -140,14 +139,21 @@ class TuneSearcher:
     ) -> None:
         """Run every trial; each result goes to `log` (and `on_result`, e.g. a progress view)."""
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # The SearchLog is the record (the manifest's `search`): Tune's own CSV/JSON/TensorBoard
+        # loggers would only duplicate it, and warn about every list in a result.
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         key = str(id(log))
         _SINKS[key] = (log, on_result)
 
         def trainable(config: dict[str, Any]) -> None:
-            trial(config, tune.report, tune.get_context().get_trial_id())
+            point = config.get(POINT, config)  # a grid visits whole points
+            trial(point, tune.report, tune.get_context().get_trial_id())
 
-        grid = problem.strategy == "grid"
-        space = {d.name: domain(d, grid) for d in problem.dims}
+        grid = problem.points is not None
+        space = (
+            {POINT: tune.grid_search(problem.points)} if grid else {d.name: domain(d) for d in problem.dims}
+        )
         resources = {"cpu": problem.cpus, "gpu": problem.gpus}
         with _ray_up(self.verbose):
             tuner = tune.Tuner(
@@ -161,6 +167,8 @@ class TuneSearcher:
                     num_samples=1 if grid else problem.trials,
                     max_concurrent_trials=problem.max_concurrent,
                     time_budget_s=problem.time_s,
+                    # A trial's process pays seconds of imports (torch, transformers, ORT): reuse it.
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name="search",

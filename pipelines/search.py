@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .records import DONE
 from .run import execute, preflight, prepare, run
 from .search_spec import Rung
 from .select import MAXIMISE, _problems
-from .space import Dim, check_space, decode
+from .space import Dim, check_space, decode, grid_points
 from .spec import SelectSpec, Spec
 
 # Below every feasible score: a trial that misses a constraint ranks by how far it missed.
@@ -62,6 +62,20 @@ class SearchProblem:
     cpus: float = 1.0
     gpus: float = 0.0
     storage: str = ""  # where the searcher may keep its own files
+    points: list[dict[str, Any]] | None = None  # grid: every distinct point, visited once each
+
+
+def distinct_points(spec: Spec, dims: list[Dim]) -> list[dict[str, Any]]:
+    """The grid's points, one per distinct recipe: dimensions of an entry that was not chosen
+    (the heads range when pruning is `none`) would otherwise repeat the same recipe."""
+    seen: list[Combo] = []
+    out = []
+    for point in grid_points(dims):
+        combo = decode(spec, point)
+        if combo not in seen:
+            seen.append(combo)
+            out.append(point)
+    return out
 
 
 def rungs_of(spec: Spec) -> tuple[int, ...]:
@@ -313,6 +327,8 @@ def search_and_run(
         gpus=float(spec.resources.gpus_per_task) if info.gpus else 0.0,
         storage=str(root / "search"),
     )
+    if spec.search.strategy == "grid":
+        problem = replace(problem, points=distinct_points(spec, dims))
     log = SearchLog(spec)
     searcher.search(problem, functools.partial(run_trial, setup), log, on_result)
     summary = log.summary(problem)

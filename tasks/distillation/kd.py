@@ -15,6 +15,7 @@ inference-time function, and noise would only slow that down on a few hundred st
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -70,24 +71,51 @@ CONFIG = DistillConfig
 STATE = "distill_state.pt"  # beside the saved student of a stopped run: optimizer, schedule, losses
 
 
-def resumable(folder: Path, cfg: DistillConfig) -> int | None:
-    """The step a run of `cfg` can resume from with the checkpoint in `folder`, or None when it
-    is missing, of another schedule (any setting but stop_after differs), or not behind `cfg`."""
+def _schedule_key(cfg: DistillConfig) -> str:
+    # The config's version too: a bump means the same settings now train differently.
+    return json.dumps({"v": cfg.version, **cfg.schedule()}, sort_keys=True)
+
+
+def _read_state(folder: Path, *, lazy: bool = False) -> dict[str, Any] | None:
     path = Path(folder) / STATE
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError):  # cut off while written, or not ours
+        # lazy (mmap): a check that only reads the schedule and step does not read the
+        # optimizer state, twice the model's size, into memory.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):  # cut off, or not ours
         return None
-    step = int(state.get("step", 0))
-    if state.get("schedule") != _schedule_key(cfg) or not 0 < step < (cfg.stop_after or cfg.steps):
-        return None
-    return step
+    return state if isinstance(state, dict) else None
 
 
-def _schedule_key(cfg: DistillConfig) -> str:
-    return json.dumps(cfg.schedule(), sort_keys=True)
+def _unfit(state: dict[str, Any] | None, cfg: DistillConfig) -> str | None:
+    """Why `state` cannot be resumed by a run of `cfg`, or None when it can."""
+    if state is None:
+        return f"no readable {STATE}"
+    if state.get("schedule") != _schedule_key(cfg):
+        return f"it is of another schedule ({state.get('config')}, not {cfg.schedule()})"
+    step, end = state.get("step"), cfg.stop_after or cfg.steps
+    if not isinstance(step, int) or not 0 < step < end:
+        return f"it stopped at step {step}, not before this run's end ({end})"
+    return None
+
+
+def resumable(folder: Path, cfg: DistillConfig) -> int | None:
+    """The step a run of `cfg` can resume from with the checkpoint in `folder`, or None when it
+    is missing, of another schedule (any setting but stop_after differs), or not behind `cfg`."""
+    state = _read_state(folder, lazy=True)
+    if state is None or _unfit(state, cfg) is not None:
+        return None
+    return int(state["step"])
+
+
+def _load_state(folder: Path, cfg: DistillConfig) -> dict[str, Any]:
+    state = _read_state(folder)
+    why = _unfit(state, cfg)
+    if state is None or why is not None:
+        raise TaskError(f"cannot resume distillation from {folder}: {why}")
+    return state
 
 
 def _device(requested: str) -> torch.device:
@@ -127,18 +155,22 @@ def distill(
     task: str,
     max_length: int = 128,
     device: str = "cpu",
-    resume: dict[str, Any] | None = None,
+    resume_from: Path | None = None,
 ) -> Record:
     """Train `student` in place to imitate `teacher` on `texts`; returns the loss curve and timings.
 
-    `resume` is the checkpoint state of a stopped run of the same schedule (`student` then holds
-    that run's weights): its optimizer and schedule are restored and its batches skipped. When
-    this run stops before `cfg.steps`, the record's `_state` is the checkpoint to save.
+    `resume_from` is the output folder of a stopped run of the same schedule (see `resumable`;
+    `student` must then hold that folder's weights): its optimizer, LR schedule and RNG are
+    restored and its batches skipped, so the run ends where an uninterrupted one would; the
+    record's loss curve covers every step from 1. A missing or unfit checkpoint is a TaskError.
+    When this run stops before `cfg.steps`, the record's `_state` is the checkpoint to save
+    (as `STATE` in the output folder; the stage wrapper does that and drops the key).
     """
     if not texts:
         raise TaskError(
             "distillation needs training text (data.train, or eval data beyond data.eval.samples)"
         )
+    resume = _load_state(Path(resume_from), cfg) if resume_from is not None else None
     dev = _device(device)
     torch.manual_seed(cfg.seed)
     student.to(dev).eval()
@@ -152,7 +184,13 @@ def distill(
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-        losses, done = list(resume["losses"]), int(resume["step"])
+        losses, done = [float(v) for v in resume["losses"]], int(resume["step"])
+        # Nothing is random while training today (eval mode, batches from their own seeded
+        # generator), but a stochastic loss or dropout later must not silently break resumption.
+        if resume.get("rng") is not None:
+            torch.set_rng_state(resume["rng"])
+        if dev.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], dev)
     end = cfg.stop_after or cfg.steps
     tokens = 0
     start = time.perf_counter()
@@ -179,9 +217,12 @@ def distill(
         state = {
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
-            "losses": losses,
+            "losses": losses,  # raw, every step: the record's curve may be downsampled
             "step": end,
-            "schedule": _schedule_key(cfg),
+            "schedule": _schedule_key(cfg),  # what resumable compares
+            "config": cfg.to_json(),  # for people and error messages
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
         }
     return {
         "loss_curve": _kd.downsample(losses),

@@ -54,8 +54,10 @@ def auto_exclusions(
         raise TaskError(f"{cfg.method}: exclude: {{auto: ...}} needs calibration text")
     per_channel = bool(getattr(cfg, "per_channel", False))
     reduce_range = bool(getattr(cfg, "reduce_range", False))
+    # Static int8 quantizes Gemm too (its op_types say so); dynamic int8 only MatMul.
+    op_types = tuple(getattr(cfg, "op_types", ("MatMul",)))
     table = matmul_sensitivity(
-        src, calibration, max_length, per_channel=per_channel, reduce_range=reduce_range
+        src, calibration, max_length, per_channel=per_channel, reduce_range=reduce_range, op_types=op_types
     )
     chosen = most_sensitive(table, cfg.exclude.auto)
     return chosen, {"sensitivity": table, "excluded": chosen}

@@ -174,3 +174,13 @@ def test_search_log_tells_finished_stopped_and_failed_trials(tmp_path: Path) -> 
 def test_rung_validation() -> None:
     with pytest.raises(ValueError, match="at least 8"):
         Rung(eval_samples=4)
+
+
+def test_the_packaged_search_example_is_valid() -> None:
+    from importlib import resources
+
+    path = resources.files("slimline.pipelines.examples").joinpath("minilm-search.yaml")
+    spec = load_spec(Path(str(path)))
+    names = {d.name for d in check_space(spec)}
+    assert spec.search.multi_fidelity and {"pruning.1.heads", "quantization.2.exclude.auto"} <= names
+    assert spec.search.space.distillation == {"steps": {"max": 200}}
