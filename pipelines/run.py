@@ -149,7 +149,9 @@ def prepare(
     """The plan and the stage context of a spec: data read, ids computed, nothing run.
 
     `combos` replace the spec's grid (a search's trials); `eval_samples` keeps only the first
-    eval texts (a search's cheaper rungs: their data digest, hence their stage ids, differ).
+    eval texts (a search's cheaper rungs: only the stages that evaluate get other ids; the graphs
+    they evaluate are the full run's). A distillation may resume from the same one stopped after
+    each of `resume_fractions` of its steps.
     """
     full = preflight(spec)
     data = full.head(eval_samples) if eval_samples is not None else full

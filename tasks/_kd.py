@@ -36,13 +36,19 @@ def relative_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(err, mask) / masked_mean(energy, mask).clamp_min(1e-12)
 
 
-def hidden_loss(student: tuple[Tensor, ...], teacher: tuple[Tensor, ...], mask: Tensor) -> dict[str, Tensor]:
+def hidden_loss(
+    student: tuple[Tensor, ...], teacher: tuple[Tensor, ...], mask: Tensor, kept: list[int] | None = None
+) -> dict[str, Tensor]:
     """Encoder distillation: relative MSE on every layer's output, cosine on the last layer.
 
     The cosine is taken per token and on the mean-pooled embedding: the latter is exactly what
     fidelity measures, the former keeps every token's direction right, not only their mean.
     Index 0 (the embeddings) is skipped: pruning heads or FFN channels leaves it untouched.
+    A student pruned in depth keeps `kept` (the teacher's indices of its layers): each of its
+    layers then matches the teacher layer it came from, and its last layer the teacher's last.
     """
+    if kept is not None:
+        teacher = (teacher[0], *(teacher[k + 1] for k in kept[:-1]), teacher[-1])
     if len(student) != len(teacher):
         raise ValueError(f"student has {len(student)} hidden states, teacher {len(teacher)}")
     mse = torch.stack([relative_mse(s, t, mask) for s, t in zip(student[1:], teacher[1:], strict=True)])

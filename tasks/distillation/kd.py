@@ -140,7 +140,8 @@ def _loss(task: str, student: Any, teacher: Any, enc: dict[str, torch.Tensor], t
         t_out = teacher(**enc, output_hidden_states=task == "feature-extraction")
     s_out = student(**enc, output_hidden_states=task == "feature-extraction")
     if task == "feature-extraction":
-        parts = _kd.hidden_loss(s_out.hidden_states, t_out.hidden_states, mask)
+        kept = getattr(student.config, "slimline_layers_kept", None)  # set by depth pruning
+        parts = _kd.hidden_loss(s_out.hidden_states, t_out.hidden_states, mask, kept)
         return parts["mse"] + parts["cos_token"] + parts["cos_pooled"]
     return _kd.logit_kl(s_out.logits, t_out.logits, t, mask if task == "causal-lm" else None)
 
