@@ -40,7 +40,8 @@ demo: $(PKG_STAMP)
 	isa=$$(grep -qw avx512_vnni /proc/cpuinfo && echo AVX-512 VNNI || (grep -qw avx2 /proc/cpuinfo && echo AVX2 || echo no AVX2)); \
 	echo "demo: took $$(( $$(date +%s) - start )) s on $$(nproc) cores, $$isa"; \
 	echo "disk: $$(du -sh artifacts 2>/dev/null | cut -f1) artifacts/, $$(du -sh mlartifacts 2>/dev/null | cut -f1) mlartifacts/, $$(du -sh slimline.db | cut -f1) slimline.db"; \
-	$(VENV)/bin/slimline gc pipelines/examples/minilm-cpu.yaml --dry-run | tail -1
+	$(VENV)/bin/slimline gc pipelines/examples/minilm-cpu.yaml --dry-run | tail -1; \
+	echo "serve the champion: $(VENV)/bin/slimline serve minilm-compressed@champion --spec pipelines/examples/minilm-cpu.yaml"
 
 # The headline benchmark (issue 6): a distillation sweep, then MiniLM at batch 32 x 128 (~15 min fresh).
 headline: $(PKG_STAMP)

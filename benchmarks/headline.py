@@ -1,10 +1,15 @@
 """Headline benchmark: all-MiniLM-L6-v2 on CPU at batch 32 x 128 with 2 threads, one run.
 
     python benchmarks/headline.py [--json] [--steps 300] [--rounds 7] [--artifacts DIR]
+                                  [--search asha|tpe|random|grid|none] [--trials 24]
 
-1. A slimline sweep (Ray, the product's own path): no pruning, FFN 10/25/50% and heads 25/50%
-   with FFN 50%, each pruned model distilled from the fp32 model on `python-docs` text, ×
-   {fp32, dynamic int8 per-tensor, dynamic int8 per-channel}. Its eval text (the first 130
+1. The candidates come from slimline itself (Ray, the product's own path). By default an ASHA
+   search on Ray Tune (`search_block`): structured pruning (heads 0/25/50%, FFN 0-50% in steps
+   of 10%, by activation importance), each pruned model distilled from the fp32 model on
+   `python-docs` text, × {fp32, dynamic int8 per-tensor, per-channel}; a cheap rung (32
+   sentences, a quarter of the distillation) stops the hopeless, survivors are finished. Its
+   finalists run beside the unpruned fp32/int8 graphs. `--search none` runs the fixed grid of
+   `sweep_spec` instead (FFN 10/25/50%, heads 25/50% with FFN 50%). The eval text (the first 130
    corpus sentences) is the validation set: the best candidate is chosen on it, as the fastest
    at validation fidelity >= 0.98 (or the most faithful when none gets there).
 2. Held-out text: corpus sentences 130-194. Nothing touches them before this step: the sweep
@@ -31,8 +36,11 @@ from typing import Any
 
 import torch
 from slimline.cluster.ray_executor import RayExecutor
-from slimline.pipelines.plan import Plan
+from slimline.cluster.tune import TuneSearcher
+from slimline.pipelines.plan import Combo, Plan, grid_combos
 from slimline.pipelines.run import prepare, run
+from slimline.pipelines.search import search_and_run
+from slimline.pipelines.space import decode
 from slimline.pipelines.spec import Spec
 from slimline.pipelines.stages import Context, cached
 from slimline.tasks import evaluate, metrics
@@ -79,6 +87,35 @@ def sweep_spec(steps: int, artifacts: str) -> dict[str, Any]:
     }
 
 
+def search_block(strategy: str, trials: int) -> dict[str, Any]:
+    """The candidate search: structured pruning amounts and int8 settings, ASHA by default.
+
+    Cheap rung: 32 validation sentences and a quarter of the distillation; survivors go on to
+    all 130 and the whole distillation (resumed from the quarter's checkpoint).
+    """
+    return {
+        "strategy": strategy,
+        "trials": trials,
+        "seed": 0,
+        "space": {
+            "pruning": [
+                "none",
+                {
+                    "method": "structured",
+                    "heads": {"min": 0.0, "max": 0.5, "step": 0.25},
+                    "ffn": {"min": 0.0, "max": 0.5, "step": 0.1},
+                    "importance": "activation",
+                },
+            ],
+            "quantization": ["none", {"method": "dynamic-int8", "per_channel": [False, True]}],
+        },
+        "rungs": [
+            {"eval_samples": 32, "distill_fraction": 0.25},
+            {"eval_samples": "all", "distill_fraction": 1.0},
+        ],
+    }
+
+
 def peak_gflops(threads: int) -> tuple[float, str]:
     """fp32 peak of `threads` cores from the CPU flags and clock, and how it was worked out."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -120,6 +157,16 @@ def choose_best(candidates: list[str], validation: dict[str, float], secs: dict[
     return max(candidates, key=lambda n: validation[n])
 
 
+def _finalists(spec: Spec, search: dict[str, Any]) -> list[Combo]:
+    """The recipes of the trials that reached the last rung, once each."""
+    out: list[Combo] = []
+    for trial in search["trials"]:
+        combo = decode(spec, trial["point"])
+        if trial["status"] == "finished" and combo not in out:
+            out.append(combo)
+    return out
+
+
 def _row(
     name: str, secs: float, base_secs: float, fid: float, size: float, flops: float, peak: float
 ) -> dict:
@@ -142,13 +189,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="distillation steps per pruned model")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     ap.add_argument("--artifacts", default="artifacts/headline", help="sweep artifact root (cached)")
+    ap.add_argument(
+        "--search",
+        choices=["asha", "tpe", "random", "grid", "none"],
+        default="asha",
+        help="how candidates are found: a search on Ray Tune, or none (the fixed grid of sweep_spec)",
+    )
+    ap.add_argument("--trials", type=int, default=24, help="search trials")
     args = ap.parse_args()
     rounds = args.rounds
 
-    spec = Spec.model_validate(sweep_spec(args.steps, args.artifacts))
+    data = sweep_spec(args.steps, args.artifacts)
+    combos = None
     with RayExecutor(num_cpus=THREADS) as ex:
-        manifest = run(spec, ex, threads=1)
-    plan, ctx = prepare(spec, Path(spec.artifacts.path).resolve() / "stages")
+        if args.search == "none":
+            spec = Spec.model_validate(data)
+            manifest = run(spec, ex, threads=1)
+        else:
+            # The search proposes the candidates; the unpruned fp32/int8 rows of the table are run
+            # beside its finalists (cached stages), so every row is timed in one latency phase.
+            data["search"] = search_block(args.search, args.trials)
+            data["variants"]["pruning"] = ["none"]
+            spec = Spec.model_validate(data)
+            searched = search_and_run(spec, ex, TuneSearcher(), threads=1)
+            combos = _finalists(spec, searched["search"]) + grid_combos(spec)
+            manifest = run(spec, ex, threads=1, combos=combos, search=searched["search"])
+    plan, ctx = prepare(spec, Path(spec.artifacts.path).resolve() / "stages", combos=combos)
     dirs = _variant_dirs(plan, ctx)
     corpus = builtin_corpus()
     held_out = corpus[HELD_OUT]
@@ -216,11 +282,19 @@ def main() -> None:
         "peak_how": how,
         "goal_met": rows[best]["throughput_ratio"] >= GOAL_RATIO and fids[best] >= GOAL_FIDELITY,
         "sweep_run": manifest["run_id"],
+        "search": _search_summary(manifest.get("search")),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print(result)
+
+
+def _search_summary(search: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not search:
+        return None
+    keys = ("strategy", "wall_s", "trials_started", "trials_finished", "trials_stopped", "trials_failed")
+    return {k: search.get(k) for k in keys}
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -255,6 +329,13 @@ def _print(result: dict[str, Any]) -> None:
         )
     con.print(f)
     con.print(f"peak fp32 {result['peak_gflops']:.0f} GFLOP/s ({result['peak_how']})")
+    if result["search"]:
+        s = result["search"]
+        con.print(
+            f"candidates from a {s['strategy']} search: {s['trials_started']} trials, "
+            f"{s['trials_finished']} reached the last rung, {s['trials_stopped']} stopped early, "
+            f"{s['wall_s']:.0f} s"
+        )
     verdict = "met" if result["goal_met"] else "not met"
     con.print(f"goal (>= {GOAL_RATIO}x at fidelity >= {GOAL_FIDELITY}): {verdict}")
 

@@ -42,11 +42,13 @@ def domain(dim: Dim) -> Any:
 
 
 def _searcher(problem: SearchProblem) -> Any:
-    """tpe: Optuna's TPE sampler through Tune's OptunaSearch; the others: Tune's own sampling."""
+    """tpe: Optuna's TPE sampler through Tune's OptunaSearch; the others (grids included): Tune's
+    own generator."""
     if problem.strategy != "tpe":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=problem.seed)
+        # Tune only limits concurrency by wrapping a Searcher; its own generator takes the limit itself.
+        return BasicVariantGenerator(random_state=problem.seed, max_concurrent=problem.max_concurrent or 0)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -162,10 +164,11 @@ class TuneSearcher:
                 tune_config=tune.TuneConfig(
                     metric="score",
                     mode="max",
-                    search_alg=None if grid else _searcher(problem),
+                    search_alg=_searcher(problem),
                     scheduler=_scheduler(problem),
                     num_samples=1 if grid else problem.trials,
-                    max_concurrent_trials=problem.max_concurrent,
+                    # A Searcher (tpe) is limited by Tune's wrapper; the generator limits itself.
+                    max_concurrent_trials=problem.max_concurrent if problem.strategy == "tpe" else None,
                     time_budget_s=problem.time_s,
                     # A trial's process pays seconds of imports (torch, transformers, ORT): reuse it.
                     reuse_actors=True,

@@ -17,6 +17,7 @@ from .cli_common import OneLineErrors, fail, guarded, safe_id, spec_or_exit, std
 from .cli_gc import gc
 from .cli_registry import echo_registered, registry, ui
 from .cli_schedule import schedule
+from .cli_serve import serve
 from .errors import FatalInputError
 from .ports import Registry
 
@@ -377,6 +378,7 @@ main.add_command(submit)
 main.add_command(jobs)
 main.add_command(schedule)
 main.add_command(gc)
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

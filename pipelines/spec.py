@@ -27,6 +27,7 @@ from ..tasks.export import ExportConfig
 from .errors import SpecError
 from .schedule import check_cron
 from .search_spec import SearchSpec
+from .serve_spec import ServeConfig
 from .spec_yaml import read_yaml
 
 
@@ -261,6 +262,7 @@ class Spec(_Strict):
     artifacts: ArtifactsSpec = ArtifactsSpec()
     schedule: ScheduleSpec | None = None
     search: SearchSpec | None = None  # search the space instead of running the `variants` grid
+    serve: ServeConfig | None = None  # how `slimline serve` runs this model (not part of the digest)
 
     @field_validator("artifacts", mode="before")
     @classmethod
@@ -278,9 +280,8 @@ class Spec(_Strict):
 
     def digest(self) -> str:
         """Content hash of the validated spec (key order and formatting do not matter)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[
-            :16
-        ]
+        data = self.model_dump(mode="json", exclude={"serve"})  # serving changes nothing a run computes
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _short(value: Any, limit: int = 80) -> str:

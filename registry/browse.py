@@ -178,3 +178,33 @@ class Browser:
                     shutil.rmtree(target)
                 os.replace(item, target)
         return out_dir / "model.onnx"
+
+
+def pull_version(uri: str, name: str, version: str, dest: Path) -> Path:
+    """Pull NAME/version's graph folder into `dest` (a serving replica on a node without it)."""
+    return Browser(uri).pull(Ref(name, version=version), Path(dest), force=True)
+
+
+def lineage_of(mv: Any) -> dict[str, str]:
+    """The identity a server reports for a version: variant id (a hash of its whole stage
+    chain), the run and spec that made it, and the base model's digest."""
+    tags = dict(mv.tags)
+    keys = ("variant_id", "run_id", "spec_hash", "base_model_digest")
+    return {k: tags[f"{TAG}{k}"] for k in keys if f"{TAG}{k}" in tags}
+
+
+def cached_pull(browser: Browser, mv: Any, cache: Path) -> Path:
+    """The version's graph folder under `cache`, pulled once: keyed by name, version and run, so a
+    store rebuilt with the same version numbers never serves a stale copy."""
+    folder = Path(cache) / re.sub(r"[^A-Za-z0-9._-]+", "_", mv.name) / f"v{mv.version}-{str(mv.run_id)[:12]}"
+    if not (folder / "model.onnx").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        browser.pull(Ref(mv.name, version=str(mv.version)), tmp, force=True)
+        if (folder / "model.onnx").is_file():  # another server pulled it meanwhile
+            shutil.rmtree(tmp)
+        else:
+            if folder.exists():  # a half-written copy from an interrupted pull
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+    return folder

@@ -48,7 +48,8 @@ class LatencyConfig(StepConfig):
     decode_repeats: int = Field(default=5, ge=3)
 
 
-def _pooled(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def pooled(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the token vectors over real (unmasked) tokens: the embedding slimline evaluates."""
     m = mask[..., None].astype(np.float64)
     return (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
@@ -102,7 +103,7 @@ def _collect(
             raise TaskError(f"non-finite outputs ({int((~np.isfinite(out)).sum())} values)")
         mask = feed["attention_mask"]
         if task == "feature-extraction":
-            parts.append(_pooled(out, mask))
+            parts.append(pooled(out, mask))
         elif task == "text-classification":
             parts.append(out)
         else:

@@ -136,7 +136,15 @@ def model_meta(model: nn.Module, task: str, names: list[str]) -> Record:
         "head_dim": head_dim,
         "hidden_size": int(model.config.hidden_size),
         "num_layers": len(layers_of(model, fam)),
+        # A server answers with label names; a classifier's config is not copied beside the graph.
+        **({"labels": _labels(model)} if task == "text-classification" else {}),
     }
+
+
+def _labels(model: nn.Module) -> list[str]:
+    id2label = getattr(model.config, "id2label", None) or {}
+    n = int(getattr(model.config, "num_labels", len(id2label)))
+    return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
 
 
 def _decoding_graph(cfg: ExportConfig, model: nn.Module, task: str) -> tuple[bool, str | None]:

@@ -28,11 +28,15 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(path: Path | str, *, device: str = "cpu", threads: int | None = None) -> Any:
+def session(
+    path: Path | str, *, device: str = "cpu", threads: int | None = None, spinning: bool = True
+) -> Any:
     """An InferenceSession with explicit providers and intra-op threads.
 
     Passing providers explicitly keeps onnxruntime-gpu quiet on CPU-only machines, and setting the
     thread count here matters under Ray, which sets OMP threads to the task's CPU share.
+    `spinning=False` makes idle ORT threads sleep instead of busy-waiting for the next call: a
+    server shares its cores with the HTTP proxy and the request queue, which spinning starves.
     """
     import onnxruntime as ort
 
@@ -40,6 +44,8 @@ def session(path: Path | str, *, device: str = "cpu", threads: int | None = None
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=providers_for(device))
 

@@ -1,0 +1,96 @@
+"""Answering requests with a slimline graph folder: embeddings, labels or per-token log-probabilities.
+
+Pure compute (no Ray, no HTTP): the Ray Serve deployment wraps a Predictor, and tests compare it
+with a plain ONNX Runtime run. Texts are tokenised and pooled exactly as evaluation does them, so
+a served embedding is the one whose fidelity the sweep measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Record, TaskError
+from .evaluate import pooled
+from .graph import ONNX_NAME, read_meta, tokenizer_of, with_past
+from .inputs import batches
+from .runtime import session
+
+ENDPOINTS = {"feature-extraction": "embed", "text-classification": "classify", "causal-lm": "score"}
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    top = x.max(-1, keepdims=True)
+    return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
+
+
+class Predictor:
+    """One ONNX Runtime session over a graph folder (model.onnx, meta.json, tokenizer)."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        max_length: int = 128,
+        spinning: bool = False,
+    ) -> None:
+        onnx_path = Path(folder) / ONNX_NAME
+        if not onnx_path.is_file():
+            raise TaskError(f"{folder}: expected a slimline graph folder with {ONNX_NAME}")
+        self.meta: Record = read_meta(onnx_path)
+        self.task: str = self.meta["task"]
+        if self.task not in ENDPOINTS:
+            raise TaskError(f"{folder}: cannot serve task {self.task!r}")
+        self.endpoint = ENDPOINTS[self.task]
+        self.tokenizer: Any = tokenizer_of(onnx_path)
+        self.session: Any = session(onnx_path, device=device, threads=threads, spinning=spinning)
+        self.providers: list[str] = list(self.session.get_providers())
+        self.max_length = max_length
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[Record]:
+        """One result per text, in order (see `_results` for each task's fields)."""
+        out: list[Record] = []
+        for feed in batches(self.tokenizer, texts, batch_size, self.max_length, self.meta["inputs"]):
+            raw = self.session.run(None, with_past(feed, self.meta))[0].astype(np.float32)
+            out.extend(self._results(raw, feed))
+        return out
+
+    def _results(self, raw: np.ndarray, feed: dict[str, np.ndarray]) -> list[Record]:
+        mask = feed["attention_mask"]
+        if self.task == "feature-extraction":
+            return [{"embedding": row.tolist()} for row in pooled(raw, mask)]
+        if self.task == "text-classification":
+            labels = self.meta.get("labels") or [f"LABEL_{i}" for i in range(raw.shape[-1])]
+            probs = np.exp(_log_softmax(raw))
+            return [
+                {"label": labels[int(p.argmax())], "score": float(p.max()), "scores": p.tolist()}
+                for p in probs
+            ]
+        return [self._token_logprobs(raw[i], feed["input_ids"][i], mask[i]) for i in range(len(raw))]
+
+    def _token_logprobs(self, logits: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> Record:
+        """log p(token t+1 | tokens up to t) for every real token after the first."""
+        real = np.flatnonzero(mask)  # padding may sit on either side, depending on the tokenizer
+        ids_real = ids[real]
+        logp = _log_softmax(logits[real[:-1]])
+        picked = logp[np.arange(len(real) - 1), ids_real[1:]]
+        return {
+            "token_ids": ids_real.tolist(),
+            "tokens": self.tokenizer.convert_ids_to_tokens(ids_real.tolist()),
+            "logprobs": picked.tolist(),
+        }
+
+    def describe(self) -> Record:
+        """What the replica runs: task, endpoint, providers, inputs."""
+        return {
+            "task": self.task,
+            "endpoint": f"/{self.endpoint}",
+            "providers": self.providers,
+            "inputs": self.meta["inputs"],
+            "decoding_graph": bool(self.meta.get("kv_cache")),
+        }

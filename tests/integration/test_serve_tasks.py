@@ -1,0 +1,84 @@
+"""Labels and per-token log-probabilities through a real Ray Serve (127.0.0.1): two applications
+in one Serve instance, a tiny classifier and a tiny Llama decoding graph (KV cache), each answer
+checked against a plain ONNX Runtime run of the same graph."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from slimline.cluster.serve import ServeSource, deploy, serve_instance
+from slimline.pipelines.serve_spec import ServeConfig
+from slimline.tasks import export
+from slimline.tasks.graph import read_meta, with_past
+from transformers import AutoTokenizer
+
+TEXTS = ["The bridge opened in the spring.", "Cold tea.", "Nobody expected the vote to pass so easily."]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model, tiny_decoder, tmp_path_factory, texts, port_factory) -> Iterator[dict]:
+    pytest.importorskip("onnxruntime_genai", reason="the llm extra (onnxruntime-genai) is not installed")
+    root = tmp_path_factory.mktemp("served")
+    graphs = {"classify": root / "cls", "score": root / "lm"}
+    export.apply(export.ExportConfig(), tiny_model("bert", "text-classification"), graphs["classify"],
+                 task="text-classification", texts=texts[:8])  # fmt: skip
+    export.apply(export.ExportConfig(), tiny_decoder("llama"), graphs["score"], task="causal-lm",
+                 texts=texts[:8])  # fmt: skip
+    cfg = ServeConfig(port=port_factory(), max_batch_size=8, batch_wait_ms=20)
+    with serve_instance(cfg):
+        for name, folder in graphs.items():
+            deploy(ServeSource(str(folder), variant=f"v-{name}"), cfg, app_name=name, route_prefix=f"/{name}")
+        yield {"url": f"http://127.0.0.1:{cfg.port}", "graphs": graphs}
+
+
+def _run(folder: Path, texts: list[str]) -> tuple[np.ndarray, dict]:
+    """The graph's raw output for `texts` as one padded batch, and the feed."""
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    meta = read_meta(folder / "model.onnx")
+    enc = tok(texts, return_tensors="np", padding=True, truncation=True, max_length=128)
+    feed = {
+        n: enc[n].astype(np.int64) if n in enc else np.zeros_like(enc["input_ids"]) for n in meta["inputs"]
+    }
+    return sess.run(None, with_past(feed, meta))[0].astype(np.float64), feed
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    return x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+
+
+def test_classify_answers_the_graphs_labels_and_probabilities(served) -> None:
+    r = httpx.post(served["url"] + "/classify/classify", json={"texts": TEXTS}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    logits, _ = _run(served["graphs"]["classify"], TEXTS)
+    probs = np.exp(_log_softmax(logits))
+    np.testing.assert_allclose(body["probabilities"], probs, atol=1e-5)
+    labels = read_meta(served["graphs"]["classify"] / "model.onnx")["labels"]
+    assert body["labels"] == [labels[i] for i in probs.argmax(1)]
+    model = httpx.get(served["url"] + "/classify/model", timeout=30).json()
+    assert model["variant"] == "v-classify" and model["task"] == "text-classification"
+
+
+def test_score_answers_each_tokens_log_probability(served) -> None:
+    r = httpx.post(served["url"] + "/score/score", json={"texts": TEXTS}, timeout=60)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    logits, feed = _run(served["graphs"]["score"], TEXTS)
+    logp = _log_softmax(logits)
+    for i, res in enumerate(results):
+        n = int(feed["attention_mask"][i].sum())  # right padding: real tokens come first
+        ids = feed["input_ids"][i][:n]
+        assert res["token_ids"] == ids.tolist() and len(res["tokens"]) == n
+        want = logp[i, np.arange(n - 1), ids[1:]]
+        np.testing.assert_allclose(res["logprobs"], want, atol=1e-5)
+        assert all(lp <= 0 for lp in res["logprobs"])
+    wrong = httpx.post(served["url"] + "/score/embed", json={"texts": TEXTS}, timeout=30)
+    assert wrong.status_code == 404 and "use POST /score" in wrong.json()["detail"]
