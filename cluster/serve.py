@@ -5,8 +5,9 @@ has a GPU) behind FastAPI. Requests are batched by Serve (`serve.batch`); the ON
 runs in a thread, so the replica keeps accepting requests (and health checks) meanwhile.
 
 Redeploying an application under the same name with another model version is Serve's rolling
-update: new replicas start, old ones drain their in-flight requests, and requests that arrive
-while no replica is ready wait in Serve's router rather than fail. `--follow` uses exactly that.
+update: old replicas finish their in-flight requests and stop, new ones start (a fifth of the
+replicas at a time, at least one), and requests that arrive while no replica is ready wait in
+Serve's router rather than fail. `--follow` uses exactly that.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the body model from the real annotation
@@ -30,8 +31,6 @@ from ray import serve
 
 from ..pipelines.errors import FatalInputError
 from ..pipelines.serve_spec import ServeConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -202,6 +201,7 @@ def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool =
     import ray
 
     owns = not ray.is_initialized()
+    address = address or os.environ.get("RAY_ADDRESS")  # inside a Ray job, the job's cluster
     if owns:
         opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
         if address:

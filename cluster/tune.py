@@ -149,7 +149,7 @@ class TuneSearcher:
         _SINKS[key] = (log, on_result)
 
         def trainable(config: dict[str, Any]) -> None:
-            point = config.get(POINT, config)  # a grid visits whole points
+            point = config.get(POINT, config)  # listed points come whole
             trial(point, tune.report, tune.get_context().get_trial_id())
 
         grid = problem.points is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,7 +63,8 @@ class SearchProblem:
     cpus: float = 1.0
     gpus: float = 0.0
     storage: str = ""  # where the searcher may keep its own files
-    points: list[dict[str, Any]] | None = None  # grid: every distinct point, visited once each
+    # The points to visit, once each: a grid's every distinct recipe, or random/asha's sample of them.
+    points: list[dict[str, Any]] | None = None
 
 
 def distinct_points(spec: Spec, dims: list[Dim]) -> list[dict[str, Any]]:
@@ -76,6 +78,29 @@ def distinct_points(spec: Spec, dims: list[Dim]) -> list[dict[str, Any]]:
             seen.append(combo)
             out.append(point)
     return out
+
+
+FINITE_LIMIT = 20_000  # grid points enumerated to sample distinct recipes; beyond, Tune samples
+
+
+def sampled_points(spec: Spec, dims: list[Dim], trials: int, seed: int) -> list[dict[str, Any]] | None:
+    """`trials` distinct candidate recipes drawn at random, or None when the space is too large
+    or continuous to enumerate (Tune then samples it, and may repeat itself).
+
+    Tune's random sampler draws with replacement: on a small discrete space it proposes the
+    same recipe again (its stages come from the cache, but its trial slot is spent), and the
+    baseline recipe (no pruning, no quantization), which is never a candidate.
+    """
+    if any(d.kind != "choice" and d.step is None for d in dims):
+        return None
+    if math.prod(len(d.grid()) for d in dims) > FINITE_LIMIT:
+        return None
+    points = [p for p in distinct_points(spec, dims) if not _is_baseline(decode(spec, p))]
+    return random.Random(seed).sample(points, min(trials, len(points)))
+
+
+def _is_baseline(combo: Combo) -> bool:
+    return combo.pruning is None and combo.quantization is None and combo.distillation is None
 
 
 def rungs_of(spec: Spec) -> tuple[int, ...]:
@@ -329,6 +354,9 @@ def search_and_run(
     )
     if spec.search.strategy == "grid":
         problem = replace(problem, points=distinct_points(spec, dims))
+    elif spec.search.strategy in ("random", "asha"):
+        sampled = sampled_points(spec, dims, spec.search.trials, spec.search.seed)
+        problem = replace(problem, points=sampled) if sampled is not None else problem
     log = SearchLog(spec)
     searcher.search(problem, functools.partial(run_trial, setup), log, on_result)
     summary = log.summary(problem)

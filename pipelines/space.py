@@ -130,8 +130,9 @@ def _resolve(prefix: str, value: Any, point: dict[str, Any], list_fields: frozen
             return value["max"]
         v = point[prefix]
         # 4 decimals: nearby samples share a label and their cached stages, none of which differ
-        # by a meaningful amount; a range with a step is already on its grid.
-        return round(v, 4) if isinstance(v, float) and "step" not in value else v
+        # by a meaningful amount. A range with a step is on its grid, up to the float noise of
+        # Tune's quantised samplers (0.30000000000000004), which 10 decimals remove as grid() does.
+        return round(v, 10 if "step" in value else 4) if isinstance(v, float) else v
     if isinstance(value, dict) and key != "export":
         return {k: _resolve(f"{prefix}.{k}", v, point, frozenset(), k) for k, v in value.items()}
     return value

@@ -36,7 +36,7 @@ def session(
     Passing providers explicitly keeps onnxruntime-gpu quiet on CPU-only machines, and setting the
     thread count here matters under Ray, which sets OMP threads to the task's CPU share.
     `spinning=False` makes idle ORT threads sleep instead of busy-waiting for the next call: a
-    server shares its cores with the HTTP proxy and the request queue, which spinning starves.
+    server shares its cores with the HTTP proxy and the request queue, which spinning can starve.
     """
     import onnxruntime as ort
 

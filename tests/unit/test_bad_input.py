@@ -176,6 +176,22 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
     ),
     ("unknown command", lambda t, b: ["deploy"], "No such command 'deploy'"),
     (
+        "serve: replicas out of order",
+        lambda t, b: ["serve", "m@champion", "--min-replicas", "3", "--max-replicas", "2"],
+        "--max-replicas: expected at least min_replicas (3)",
+    ),
+    (
+        "serve: a malformed ref",
+        lambda t, b: ["serve", "m@a@b", "--emit", "k8s"],
+        "expected NAME, NAME@alias or NAME/version",
+    ),
+    ("serve: follow without an alias", lambda t, b: ["serve", "m/1", "--follow"], "names no alias"),
+    (
+        "serve: unknown model",
+        lambda t, b: ["serve", "nope@champion", "--tracking-uri", f"sqlite:///{t / 'x.db'}"],
+        "no registered model 'nope'",
+    ),
+    (
         "password never echoed",
         lambda t, b: ["registry", "ls", "--tracking-uri", "http://me:s3cret@127.0.0.1:9"],
         "me:***@",

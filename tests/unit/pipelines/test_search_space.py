@@ -8,7 +8,7 @@ import pytest
 import yaml
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.plan import build_plan
-from slimline.pipelines.search import INFEASIBLE, SearchLog, at_rung, rungs_of, score
+from slimline.pipelines.search import INFEASIBLE, SearchLog, at_rung, rungs_of, sampled_points, score
 from slimline.pipelines.search_spec import Rung
 from slimline.pipelines.space import check_space, decode, dimensions, grid_points
 from slimline.pipelines.spec import SelectSpec, Spec, load_spec
@@ -184,3 +184,21 @@ def test_the_packaged_search_example_is_valid() -> None:
     names = {d.name for d in check_space(spec)}
     assert spec.search.multi_fidelity and {"pruning.1.heads", "quantization.2.exclude.auto"} <= names
     assert spec.search.space.distillation == {"steps": {"max": 200}}
+
+
+def test_random_and_asha_sample_distinct_candidates_of_a_finite_space(tmp_path: Path) -> None:
+    space = SPACE | {"pruning": ["none", {"method": "heads", "amount": [0.25, 0.5]}]}
+    spec = _spec(tmp_path, strategy="asha", space=space)
+    dims = check_space(spec)
+    points = sampled_points(spec, dims, 100, seed=0)
+    combos = [decode(spec, p) for p in points]
+    # 2 head prunings × 3 quantizations × 2 lrs, plus 3 unpruned quantizations (nothing to
+    # distil, so lr makes no recipe), less the baseline (no pruning, no quantization): 14, once each.
+    assert len(combos) == len(set(map(repr, combos))) == 14
+    assert all(c.pruning is not None or c.quantization is not None for c in combos)
+    assert (
+        sampled_points(spec, dims, 4, seed=0)
+        == sampled_points(spec, dims, 4, seed=0)
+        != sampled_points(spec, dims, 4, seed=1)
+    )
+    assert sampled_points(_spec(tmp_path), check_space(_spec(tmp_path)), 4, seed=0) is None  # a float range
