@@ -75,6 +75,29 @@ def _loopback_only() -> Iterator[None]:
             setattr(ray_constants, flag, saved_flag)
 
 
+def join_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> bool:
+    """Join the Ray cluster at `address` (or $RAY_ADDRESS), else start an embedded one on
+    127.0.0.1; True when this call did either (the caller then shuts it down), False when this
+    process had already joined one."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
+    if address:
+        try:
+            ray.init(address=address, **opts)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise FatalInputError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from exc
+        return True
+    if not verbose:  # Ray's notice that token auth is on (its default) says nothing about our run
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    with _loopback_only():
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **opts)
+    return True
+
+
 def _on_node(fn: Callable[..., Record], stage: dict[str, Any], inputs: dict[str, Record], ctx: Any) -> Record:
     """Run a stage and say which Ray node ran it (multi-node runs are checked by this)."""
     import ray
@@ -105,23 +128,7 @@ class RayExecutor:
         # Inside a Ray job (slimline submit) the job manager says where the cluster is.
         address = address or os.environ.get("RAY_ADDRESS")
         self.address = address or "embedded"
-        if not ray.is_initialized():
-            opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
-            if address:
-                try:
-                    ray.init(address=address, **opts)
-                except (ConnectionError, RuntimeError, ValueError) as exc:
-                    raise FatalInputError(
-                        f"--address: cannot reach a Ray cluster at {address}: {exc}"
-                    ) from exc
-            else:
-                if not verbose:  # Ray's notice that token auth is on (its default) says nothing about our run
-                    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-                        logging.ERROR
-                    )
-                with _loopback_only():
-                    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **opts)
-            self._owns = True
+        self._owns = join_ray(address, num_cpus=num_cpus, verbose=verbose)
         self.nodes: list[NodeInfo] = alive_nodes(ray.nodes())
         try:
             check_feasible(self.nodes, cpus_per_task, gpus_per_task, self.address)

@@ -14,7 +14,6 @@ Serve's router rather than fail. `--follow` uses exactly that.
 # (as a string, Serve's ingress wrapper makes it a query parameter).
 import asyncio
 import contextlib
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from ..pipelines.errors import FatalInputError
 from ..pipelines.serve_spec import ServeConfig
 
 
@@ -200,20 +198,9 @@ def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool =
     """
     import ray
 
-    owns = not ray.is_initialized()
-    address = address or os.environ.get("RAY_ADDRESS")  # inside a Ray job, the job's cluster
-    if owns:
-        opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": verbose}
-        if address:
-            try:
-                ray.init(address=address, **opts)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise FatalInputError(f"--address: cannot reach a Ray cluster at {address}: {exc}") from exc
-        else:
-            from .ray_executor import _loopback_only
+    from .ray_executor import join_ray
 
-            with _loopback_only():
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **opts)
+    owns = join_ray(address, verbose=verbose)
     try:
         serve.start(
             http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": "WARNING"}

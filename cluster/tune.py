@@ -152,9 +152,9 @@ class TuneSearcher:
             point = config.get(POINT, config)  # listed points come whole
             trial(point, tune.report, tune.get_context().get_trial_id())
 
-        grid = problem.points is not None
+        listed = problem.points is not None
         space = (
-            {POINT: tune.grid_search(problem.points)} if grid else {d.name: domain(d) for d in problem.dims}
+            {POINT: tune.grid_search(problem.points)} if listed else {d.name: domain(d) for d in problem.dims}
         )
         resources = {"cpu": problem.cpus, "gpu": problem.gpus}
         with _ray_up(self.verbose):
@@ -166,7 +166,7 @@ class TuneSearcher:
                     mode="max",
                     search_alg=_searcher(problem),
                     scheduler=_scheduler(problem),
-                    num_samples=1 if grid else problem.trials,
+                    num_samples=1 if listed else problem.trials,
                     # A Searcher (tpe) is limited by Tune's wrapper; the generator limits itself.
                     max_concurrent_trials=problem.max_concurrent if problem.strategy == "tpe" else None,
                     time_budget_s=problem.time_s,

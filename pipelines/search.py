@@ -70,12 +70,12 @@ class SearchProblem:
 def distinct_points(spec: Spec, dims: list[Dim]) -> list[dict[str, Any]]:
     """The grid's points, one per distinct recipe: dimensions of an entry that was not chosen
     (the heads range when pruning is `none`) would otherwise repeat the same recipe."""
-    seen: list[Combo] = []
+    seen: set[str] = set()  # by repr, which names every config field: linear in the points
     out = []
     for point in grid_points(dims):
-        combo = decode(spec, point)
-        if combo not in seen:
-            seen.append(combo)
+        key = repr(decode(spec, point))
+        if key not in seen:
+            seen.add(key)
             out.append(point)
     return out
 
