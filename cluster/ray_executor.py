@@ -228,8 +228,17 @@ class RayExecutor:
 
     def cancel(self, handles: list[Any]) -> None:
         """Cancel outstanding tasks; outputs are written atomically, so a killed stage leaves nothing."""
-        for ref in handles:
-            self._cancelled.add(ref)
+        self._cancelled.update(handles)
+        if self._owns or not handles:
+            # ray.shutdown() on leaving the executor kills our own workers anyway, and
+            # ray.cancel racing a task's completion can abort the driver inside Ray's core
+            # worker ("Tried to complete task that was not pending", ray-project/ray#54846),
+            # which turned a clean Ctrl-C (exit 130) into exit 1.
+            return
+        # On a shared cluster the tasks must not run on after we leave; cancel only those still
+        # running, which narrows (but cannot close) Ray's race with completion.
+        done, _ = self._ray.wait(handles, num_returns=len(handles), timeout=0)
+        for ref in set(handles) - set(done):
             try:
                 self._ray.cancel(ref, force=True)
             except Exception as exc:  # already finished or already gone

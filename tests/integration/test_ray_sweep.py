@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,24 @@ def test_only_system_failures_are_retried(ray_ex, tmp_path) -> None:
     rec = ex.wait([handle])[1]
     assert rec["status"] == "failed" and "ValueError: boom" in rec["reason"]
     assert len(list(calls.glob("bug-*"))) == 1
+
+
+def test_cancel_on_a_joined_cluster_stops_the_task(ray_ex, tmp_path) -> None:
+    # An executor that joined a Ray it did not start (as on a shared cluster) must cancel what it
+    # submitted, since no ray.shutdown will; an owning one leaves that to its shutdown.
+    marker = tmp_path / "finished"
+
+    def sleeps(stage, inputs, ctx):
+        time.sleep(60)
+        marker.touch()
+        return {"status": "succeeded", "kind": stage["kind"]}
+
+    ex = RayExecutor(stage_fn=sleeps, warm=False)
+    assert not ex._owns
+    handle = ex.submit({"id": "slow", "kind": "distill", "parent": None}, {}, None)
+    time.sleep(2)  # let it start running on a worker
+    start = time.monotonic()
+    ex.cancel([handle])
+    rec = ex.wait([handle])[1]
+    assert rec == {"status": "failed", "kind": "distill", "reason": "interrupted"}
+    assert time.monotonic() - start < 30 and not marker.exists()
