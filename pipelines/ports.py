@@ -81,7 +81,8 @@ class Executor(Protocol):
         ...
 
     def cancel(self, handles: list[Any]) -> None:
-        """Cancel outstanding work."""
+        """Stop outstanding work, at the latest when the executor is closed (the run is over then:
+        nothing is waited for after a cancel)."""
         ...
 
     def describe(self) -> ExecutorInfo:

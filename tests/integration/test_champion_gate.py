@@ -17,7 +17,9 @@ from slimline.pipelines.spec import Spec
 from slimline.registry.adapter import MlflowRegistry
 
 PER_TENSOR = {"method": "dynamic-int8"}
-PER_CHANNEL = {"method": "dynamic-int8", "per_channel": True}
+# More faithful than PER_TENSOR on any CPU: its four most int8-sensitive MatMuls stay in fp32.
+# (Per-channel is not: on an AVX2-only CPU its int8 products saturate, and it lost to per-tensor.)
+MIXED = {"method": "dynamic-int8", "exclude": {"auto": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +69,11 @@ def test_rerun_keeps_the_alias_and_a_better_variant_takes_it(ray_ex, tiny_model,
     assert len(client.search_model_versions("name='tiny-gate'")) == 1
 
     better = _run_and_publish(
-        _spec(tiny_model, tiny_spec, tmp_path, ["none", PER_TENSOR, PER_CHANNEL]), ray_ex, reg
+        _spec(tiny_model, tiny_spec, tmp_path, ["none", PER_TENSOR, MIXED]), ray_ex, reg
     )
     rows = {v["id"]: v for v in better["variants"]}
     pick = rows[better["selected"][0]]
-    assert pick["quantization"]["per_channel"] is True
+    assert pick["quantization"]["exclude"] == {"auto": 4}
     assert pick["metrics"]["fidelity"] > better["champion"]["metrics"]["fidelity"]
     gate = better["gate"]
     assert gate["moved"] and gate["previous"] == str(v1.version) and "fidelity" in gate["reason"]
