@@ -10,7 +10,9 @@
 2. Rows: PyTorch fp32 (the load stage's model: the GGUF de-quantized to fp32, transformers with
    its KV cache), ORT fp32 (the baseline), the best unpruned ORT int8 (weight-only or dynamic),
    the best unpruned ORT int4 and the best depth-pruned (+ KD) int4; best = highest top-1
-   agreement, then decode speed. A row the sweep has no variant for is left out and said so.
+   agreement, then decode speed. When the best int4 is not plain rounding (`algorithm: rtn`),
+   the best rtn int4 is timed beside it ("ORT int4 rtn"). A row the sweep has no variant for is
+   left out and said so.
 3. Timing, side by side in one process: `--rounds` rounds each visit every row in rotated order;
    decode = 64 greedy tokens after an untimed 32-token prompt, at batch 1 and 8 (tok/s = batch x
    64 / seconds); prefill = one forward pass of batch 1 x 128. Medians, with [min, max].
@@ -51,7 +53,7 @@ from slimline.tasks.text import builtin_corpus
 TOKENS, PROMPT, PREFILL = 64, 32, 128
 BATCHES = (1, 8)
 TEACHER = "PyTorch fp32"
-INT4_ROWS = ("ORT int4", "depth+KD+int4")
+INT4_ROWS = ("ORT int4", "ORT int4 rtn", "depth+KD+int4")
 GOAL_SPEEDUP, GOAL_TOP1, GOAL_GEN = 3.0, 0.90, 0.80
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 COPY_MIB, COPY_REPEATS = 512, 5
@@ -112,6 +114,11 @@ def _depth_pruned(v: dict[str, Any]) -> bool:
     return p.get("method") == "layers" or (p.get("method") == "structured" and bool(p.get("layers")))
 
 
+def _int4_algorithm(v: dict[str, Any]) -> str | None:
+    q = v.get("quantization") or {}
+    return q.get("algorithm", "rtn") if q.get("method") == "int4-weight-only" else None
+
+
 def _best(cands: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Highest top-1 agreement; a tie goes to the faster decoder."""
 
@@ -151,6 +158,11 @@ def pick_rows(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict
             "no finished depth-pruned int4 variant (the sweep pruned no layers, or they failed)",
         ),
     }
+    # Plain rounding beside the best, when the best is another algorithm (affine, hqq): what
+    # the choice of algorithm is worth, timed in the same rounds.
+    rtn = _best([v for v in unpruned if _int4_algorithm(v) == "rtn"])
+    if rtn is not None and rtn is not wanted["ORT int4"][0]:
+        wanted["ORT int4 rtn"] = (rtn, "")
     rows = {name: v for name, (v, _) in wanted.items() if v is not None}
     omitted = {name: why for name, (v, why) in wanted.items() if v is None}
     return rows, omitted

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import onnx
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..base import SkipVariant, TechniqueConfig
 
@@ -25,7 +25,29 @@ class Int4Config(TechniqueConfig):
     # block's scale and zero point to the weights (no data needed); on SmolLM2-135M it keeps far
     # more of the model (top-1 agreement 0.76 against 0.52 at block 32). It is asymmetric, and its
     # float zero points take a slow MatMulNBits path on CPU (SmolLM2: 9 against 226 tokens/s).
-    algorithm: Literal["rtn", "hqq"] = "rtn"
+    # affine: each block keeps a float offset (its minimum), taken out of the kernel as a small
+    # correction MatMul (tasks/quantization/_affine.py), so the fast integer kernel still runs.
+    # It reproduces weights that were themselves 4-bit affine, such as a GGUF's Q4_1 tensors,
+    # exactly at block_size 32. It is asymmetric by construction: `symmetric` is not read.
+    algorithm: Literal["rtn", "hqq", "affine"] = "rtn"
+    # Bits of the MatMul that writes the logits (the LM head), for affine: its error lands
+    # straight on every next-token choice. 8 stores it symmetric, per block, as a GGUF's Q8_0
+    # head is stored (SmolLM2's is), which reproduces such a head exactly.
+    head_bits: Literal[4, 8] = 4
+
+    @field_validator("head_bits")
+    @classmethod
+    def _head_bits_need_affine(cls, value: int, info: ValidationInfo) -> int:
+        if value != cls.bits and info.data.get("algorithm") != "affine":
+            raise ValueError("only algorithm: affine reads head_bits")
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        # Left out when unset: the stage ids of every int4 graph from before head_bits stay.
+        data = self.model_dump(mode="json")
+        if self.head_bits == self.bits:
+            data.pop("head_bits")
+        return data
 
 
 CONFIG = Int4Config
@@ -39,8 +61,11 @@ def quantize_weights(cfg: Int4Config, src: Path, dst: Path) -> None:
         MatMulNBitsQuantizer,
     )
 
+    algorithm = getattr(cfg, "algorithm", "rtn")
+    if algorithm == "affine":
+        return _quantize_affine(cfg, src, dst)  # type: ignore[arg-type]
     algo = None
-    if getattr(cfg, "algorithm", "rtn") == "hqq":
+    if algorithm == "hqq":
         algo = HQQWeightOnlyQuantConfig(block_size=cfg.block_size, bits=cfg.bits)
     quant = MatMulNBitsQuantizer(
         onnx.load(str(src)),
@@ -55,6 +80,21 @@ def quantize_weights(cfg: Int4Config, src: Path, dst: Path) -> None:
     if not any(n.op_type == "MatMulNBits" for n in quant.model.model.graph.node):
         raise SkipVariant(f"{cfg.method}: the graph has no MatMul with constant weights to quantize")
     quant.model.save_model_to_file(str(dst), use_external_data_format=False)
+
+
+def _quantize_affine(cfg: Int4Config, src: Path, dst: Path) -> None:
+    from ._affine import output_matmuls, quantize_affine
+
+    model = onnx.load(str(src))
+    heads = output_matmuls(model, [o.name for o in model.graph.output])
+    # An 8-bit head is symmetric: as exact as it gets for a GGUF's Q8_0 head, and no correction.
+    head = {name: 8 for name in heads} if cfg.head_bits == 8 else {}
+    level = cfg.accuracy_level
+    if not quantize_affine(
+        model, bits=cfg.bits, block_size=cfg.block_size, accuracy_level=level, symmetric_bits=head
+    ):
+        raise SkipVariant(f"{cfg.method}: the graph has no MatMul with constant weights to quantize")
+    onnx.save(model, str(dst))
 
 
 def apply(cfg: Int4Config, src: Path, dst: Path, **_: object) -> None:

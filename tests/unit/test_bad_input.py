@@ -87,6 +87,14 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         "per_channel",
     ),
     (
+        "head_bits without affine int4",
+        lambda t, b: [
+            "validate",
+            _spec(t, b, variants__quantization=[{"method": "int4-weight-only", "head_bits": 8}]),
+        ],
+        "variants.quantization[0].head_bits",
+    ),
+    (
         "model_name with a slash",
         lambda t, b: ["validate", _spec(t, b, registry__model_name="team/model")],
         "registry.model_name",
