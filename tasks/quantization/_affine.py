@@ -20,8 +20,6 @@ rounding of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -69,10 +67,6 @@ def pack(q: np.ndarray, bits: int) -> np.ndarray:
     return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
 
 
-def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in graph.initializer}
-
-
 def _block_membership(k: int, block: int) -> np.ndarray:
     s = np.zeros((k, -(-k // block)), dtype=np.float32)
     s[np.arange(k), np.arange(k) // block] = 1.0
@@ -92,7 +86,7 @@ def quantize_affine(
     symmetrically at the bits given (one MatMulNBits, no correction). Returns how many MatMuls
     were replaced."""
     graph = model.graph
-    inits = _initializers(graph)
+    inits = {t.name: t for t in graph.initializer}
     symmetric_bits = symmetric_bits or {}
     sums: dict[tuple[str, int], str] = {}  # (input, K) -> its block sums, shared by consumers
     nodes: list[onnx.NodeProto] = []
@@ -155,7 +149,7 @@ def _ensure_opset(model: onnx.ModelProto, domain: str) -> None:
         model.opset_import.append(helper.make_opsetid(domain, 1))
 
 
-def output_matmuls(model: onnx.ModelProto, outputs: Iterable[str]) -> list[str]:
-    """Names of the MatMuls whose result is one of the graph outputs `outputs` (the LM head)."""
-    wanted = set(outputs)
+def output_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMuls whose result is a graph output (an LM head's logits)."""
+    wanted = {o.name for o in model.graph.output}
     return [nd.name for nd in model.graph.node if nd.op_type == "MatMul" and set(nd.output) & wanted]

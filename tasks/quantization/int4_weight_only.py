@@ -63,7 +63,7 @@ def quantize_weights(cfg: Int4Config, src: Path, dst: Path) -> None:
 
     algorithm = getattr(cfg, "algorithm", "rtn")
     if algorithm == "affine":
-        return _quantize_affine(cfg, src, dst)  # type: ignore[arg-type]
+        return _quantize_affine(cfg, src, dst)
     algo = None
     if algorithm == "hqq":
         algo = HQQWeightOnlyQuantConfig(block_size=cfg.block_size, bits=cfg.bits)
@@ -86,7 +86,7 @@ def _quantize_affine(cfg: Int4Config, src: Path, dst: Path) -> None:
     from ._affine import output_matmuls, quantize_affine
 
     model = onnx.load(str(src))
-    heads = output_matmuls(model, [o.name for o in model.graph.output])
+    heads = output_matmuls(model)
     # An 8-bit head is symmetric: as exact as it gets for a GGUF's Q8_0 head, and no correction.
     head = {name: 8 for name in heads} if cfg.head_bits == 8 else {}
     level = cfg.accuracy_level

@@ -32,18 +32,17 @@ def loaded(tmp_path_factory) -> tuple[dict, Path]:
 
 def test_packaged_gguf_loads_saves_and_answers(loaded) -> None:
     rec, folder = loaded
-    tmp_path = folder.parent
     assert rec["family"] == "llama" and rec["params"] == 134_515_008
-    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config  # saved as a plain fp32 model, reloadable without gguf
     assert (config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"]) == (
         30,
         9,
         3,
     )
-    model = load.load_pretrained(str(tmp_path / "m"), "causal-lm")
+    model = load.load_pretrained(str(folder), "causal-lm")
     assert next(model.parameters()).dtype == torch.float32
-    tok = load.load_tokenizer(str(tmp_path / "m"))
+    tok = load.load_tokenizer(str(folder))
     ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
