@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from slimline.cluster.ray_executor import RayExecutor
-from slimline.pipelines.local import LocalExecutor
 from slimline.pipelines.ports import Executor
-from slimline.pipelines.run import execute, prepare
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.run import execute, prepare
+from slimline.pipelines.spec.spec import Spec
 
 SPEC = {
     "version": 1,

@@ -50,8 +50,9 @@ def check_cuda_provider(work: Path) -> dict[str, Any]:
 
 
 def check_fp16(work: Path, graph: Path) -> dict[str, Any]:
-    from slimline.tasks import evaluate, metrics, quantize
+    from slimline.tasks import evaluate, metrics
     from slimline.tasks.catalog import make_config
+    from slimline.tasks.stages import quantize
 
     rec = quantize.apply(make_config({"method": "fp16"}, "quantize"), graph, work / "fp16", device="cuda")
     base = evaluate.onnx_outputs(graph, _texts(64), device="cuda")
@@ -92,9 +93,9 @@ def check_ray_gpus() -> dict[str, Any]:
 
 
 def check_distill(work: Path) -> dict[str, Any]:
-    from slimline.tasks import distill, prune
     from slimline.tasks.catalog import make_config
     from slimline.tasks.load import resolve_source
+    from slimline.tasks.stages import distill, prune
 
     base = Path(resolve_source(MINILM))
     pruned = Path(
@@ -131,8 +132,8 @@ def check_distill(work: Path) -> dict[str, Any]:
 
 def check_sweep(work: Path) -> dict[str, Any]:
     from slimline.cluster.ray_executor import RayExecutor
-    from slimline.pipelines.run import run
-    from slimline.pipelines.spec import Spec
+    from slimline.pipelines.run.run import run
+    from slimline.pipelines.spec.spec import Spec
 
     spec = Spec.model_validate(
         {

@@ -37,12 +37,12 @@ from typing import Any
 import torch
 from slimline.cluster.ray_executor import RayExecutor
 from slimline.cluster.tune import TuneSearcher
-from slimline.pipelines.plan import Combo, Plan, grid_combos
-from slimline.pipelines.run import prepare, run
-from slimline.pipelines.search import search_and_run
-from slimline.pipelines.space import decode
-from slimline.pipelines.spec import Spec
-from slimline.pipelines.stages import Context, cached
+from slimline.pipelines.plan.plan import Combo, Plan, grid_combos
+from slimline.pipelines.plan.space import decode
+from slimline.pipelines.run.run import prepare, run
+from slimline.pipelines.run.search import search_and_run
+from slimline.pipelines.run.stage import Context, cached
+from slimline.pipelines.spec.spec import Spec
 from slimline.tasks import evaluate, metrics
 from slimline.tasks.graph import onnx_size_bytes
 from slimline.tasks.inputs import encode, input_names

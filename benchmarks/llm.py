@@ -41,8 +41,8 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime
 import torch
-from slimline.pipelines.records import DONE
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.run.records import DONE
+from slimline.pipelines.spec.spec import load_spec
 from slimline.tasks import decode
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.graph import read_meta, tokenizer_of

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from slimline.cluster.ray_executor import RayExecutor
 from slimline.cluster.tune import TuneSearcher
-from slimline.pipelines.search import search_and_run
-from slimline.pipelines.space import check_space
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.plan.space import check_space
+from slimline.pipelines.run.search import search_and_run
+from slimline.pipelines.spec.spec import Spec
 from slimline.tasks import evaluate, metrics
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.inputs import encode, input_names

@@ -39,15 +39,16 @@ import httpx
 import numpy as np
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
 from slimline.cluster.serve_app import registry_source
-from slimline.pipelines.cli_common import stdout_to_stderr
-from slimline.pipelines.serve_spec import ServeConfig
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.spec.serve import ServeConfig
+from slimline.pipelines.spec.spec import load_spec
 from slimline.registry.browse import Browser, Ref
 from slimline.registry.lineage import metrics_of
 from slimline.registry.store import resolve_uri
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.serving import Predictor
 from slimline.tasks.text import builtin_corpus
+
+from slimline.cli.common import stdout_to_stderr
 
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 DEADLINE_S = 120  # per load level and model: the loop is bounded in time as well as in count

@@ -9,9 +9,8 @@ def per_node(address: str, seconds: float) -> dict[str, dict[str, Any]]:
     """Node address -> what `tasks.cpu_probe.machine_facts` says there (run on that very node)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from ..tasks.cpu_probe import machine_facts
-    from .resources import alive_nodes
+    from slimline.cluster.resources import alive_nodes
+    from slimline.tasks.cpu_probe import machine_facts
 
     ray.init(address=address, log_to_driver=False, include_dashboard=False)
     try:

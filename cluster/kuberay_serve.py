@@ -12,10 +12,9 @@ import copy
 from typing import Any
 
 import yaml
-
-from ..pipelines.serve_spec import ServeConfig
-from .kuberay import IMAGE, URI_ENV, dns_name, dump_all, ray_cluster_spec
-from .serve_app import IMPORT_PATH
+from slimline.cluster.kuberay import IMAGE, URI_ENV, dns_name, dump_all, ray_cluster_spec
+from slimline.cluster.serve_app import IMPORT_PATH
+from slimline.pipelines.spec.serve import ServeConfig
 
 SERVE_PORT = 8000
 

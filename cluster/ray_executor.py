@@ -16,25 +16,32 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.errors import FatalInputError
-from ..pipelines.ports import ExecutorInfo
-from ..pipelines.records import failed
-from ..tasks.base import Record
-from .resources import InfeasibleResources, NodeInfo, alive_nodes, check_feasible, slots, timing_node
-from .storage import check_shared_root
+from slimline.cluster.resources import (
+    InfeasibleResources,
+    NodeInfo,
+    alive_nodes,
+    check_feasible,
+    slots,
+    timing_node,
+)
+from slimline.cluster.storage import check_shared_root
+from slimline.pipelines.errors import FatalInputError
+from slimline.pipelines.ports import ExecutorInfo
+from slimline.pipelines.run.records import failed
+from slimline.tasks.base import Record
 
 log = logging.getLogger(__name__)
 
 
 def _default_stage_fn() -> Callable[..., Record]:
-    from ..pipelines.stages import run_stage
+    from slimline.pipelines.run.stage import run_stage
 
     return run_stage
 
 
 # A stage's first use of these modules costs seconds of imports: warm workers pay it up front.
 WARM_MODULES = (
-    "slimline.pipelines.stages",
+    "slimline.pipelines.run.stage",
     "transformers.models.bert.modeling_bert",
     "onnxruntime.quantization",
     "onnxruntime.transformers.optimizer",

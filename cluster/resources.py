@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipelines.errors import FatalInputError
+from slimline.pipelines.errors import FatalInputError
 
 
 class InfeasibleResources(FatalInputError):

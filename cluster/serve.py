@@ -27,8 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-
-from ..pipelines.serve_spec import ServeConfig
+from slimline.pipelines.spec.serve import ServeConfig
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class ModelServer:
     """One replica: a Predictor and the HTTP API that fits its task."""
 
     def __init__(self, source: ServeSource, config: dict[str, Any]) -> None:
-        from ..tasks.serving import Predictor
+        from slimline.tasks.serving import Predictor
 
         self.source = source
         self.cfg = ServeConfig.model_validate(config)
@@ -197,8 +196,7 @@ def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool =
     stays up for other applications: delete your own with `undeploy`.
     """
     import ray
-
-    from .ray_executor import join_ray
+    from slimline.cluster.ray_executor import join_ray
 
     owns = join_ray(address, verbose=verbose)
     try:

@@ -11,16 +11,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.serve_spec import ServeConfig
-from .serve import ServeSource, application
+from slimline.cluster.serve import ServeSource, application
+from slimline.pipelines.spec.serve import ServeConfig
 
 IMPORT_PATH = "slimline.cluster.serve_app:build"
 
 
 def registry_source(uri: str, ref: str, cache: Path | None = None) -> ServeSource:
     """The version REF names (NAME@alias, NAME/version or NAME), pulled under `cache` when given."""
-    from ..registry.browse import Browser, Ref, cached_pull, lineage_of, pull_version
-    from ..registry.store import check_reachable
+    from slimline.registry.browse import Browser, Ref, cached_pull, lineage_of, pull_version
+    from slimline.registry.store import check_reachable
 
     check_reachable(uri)
     parsed = Ref.parse(ref)
@@ -40,7 +40,7 @@ def registry_source(uri: str, ref: str, cache: Path | None = None) -> ServeSourc
 
 def build(args: dict[str, Any]) -> Any:
     """Serve application builder: args {"ref": "NAME@alias", "serve": {ServeConfig fields}}."""
-    from ..registry.store import resolve_uri
+    from slimline.pipelines.uris import resolve_uri
 
     cfg = ServeConfig.model_validate(args.get("serve") or {})
     return application(registry_source(resolve_uri(None), str(args["ref"])), cfg)

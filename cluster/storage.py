@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.errors import FatalInputError
-from .resources import NodeInfo
+from slimline.cluster.resources import NodeInfo
+from slimline.pipelines.errors import FatalInputError
 
 
 class ArtifactRootNotShared(FatalInputError):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..pipelines.errors import FatalInputError
-from ..registry.store import DEFAULT_URI, masked
+from slimline.pipelines.errors import FatalInputError
+from slimline.pipelines.uris import DEFAULT_URI, masked
 
 T = TypeVar("T")
 

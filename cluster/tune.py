@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray import tune
-
-from ..pipelines.search import SearchLog, SearchProblem
-from ..pipelines.space import Dim
+from slimline.pipelines.plan.space import Dim
+from slimline.pipelines.run.search import SearchLog, SearchProblem
 
 
 def domain(dim: Dim) -> Any:
@@ -81,7 +80,7 @@ def _ray_up(verbose: bool) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    from .ray_executor import _loopback_only
+    from slimline.cluster.ray_executor import _loopback_only
 
     with _loopback_only():
         ray.init(

@@ -7,11 +7,11 @@ import platform
 from dataclasses import asdict
 from typing import Any
 
-from ..tasks.base import Record, package_version
-from ..tasks.cpu_probe import cpu_flags, cpu_model
-from .plan import Plan, library_versions
-from .ports import ExecutorInfo
-from .records import DONE, RunStatus, Status, failed, succeeded
+from slimline.pipelines.plan.plan import Plan, library_versions
+from slimline.pipelines.ports import ExecutorInfo
+from slimline.pipelines.run.records import DONE, RunStatus, Status, failed, succeeded
+from slimline.tasks.base import Record, package_version
+from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput", "prefill_ms")
 # Decoding graphs: tokens per second at batch 1 and 8 (see tasks.evaluate.decode_key), with CIs.
@@ -32,7 +32,7 @@ DISTILL_KEYS = (
 
 def environment(executor_info: ExecutorInfo) -> dict[str, Any]:
     """The manifest's environment block."""
-    from ..tasks.runtime import cuda_usable, providers_for
+    from slimline.tasks.runtime import cuda_usable, providers_for
 
     versions = library_versions()
     return {

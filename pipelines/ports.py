@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..tasks.base import Record
+from slimline.tasks.base import Record
 
 if TYPE_CHECKING:
-    from .plan import Plan, Stage
-    from .spec import Spec
+    from slimline.pipelines.plan.plan import Plan, Stage
+    from slimline.pipelines.spec.spec import Spec
 
 
 class Observer(Protocol):

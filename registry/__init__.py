@@ -1,1 +1,4 @@
-"""The MLflow adapter: tracking runs, model versions, aliases, lineage and browsing."""
+"""The MLflow adapter behind the Registry port, and an in-memory registry for `--registry none`.
+
+Import name: `slimline.registry` (this folder is `registry/` in the repository).
+"""

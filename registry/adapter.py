@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.ports import RegisteredVersion, TrackedRun
-from ..pipelines.records import DONE, RunStatus, Status, numeric
-from ..pipelines.spec import Spec
-from .lineage import TAG, metrics_of, version_tags
-from .store import artifact_root, bound, check_reachable, client, masked
+from slimline.pipelines.ports import RegisteredVersion, TrackedRun
+from slimline.pipelines.run.records import DONE, RunStatus, Status, numeric
+from slimline.pipelines.spec.spec import Spec
+from slimline.registry.lineage import TAG, metrics_of, version_tags
+from slimline.registry.store import artifact_root, bound, check_reachable, client, masked
 
 
 def _alive(pid: int) -> bool:
@@ -194,8 +194,7 @@ class MlflowRegistry:
         import mlflow.onnx
         import onnx
         from mlflow.models import infer_signature
-
-        from .lineage import example_feeds, pip_requirements
+        from slimline.registry.lineage import example_feeds, pip_requirements
 
         feeds, outputs = example_feeds(path)
         extras = [str(f) for f in sorted(path.parent.iterdir()) if f.suffix in (".json", ".txt")]
@@ -289,7 +288,7 @@ class MlflowRegistry:
 
     def fetch(self, name: str, version: str, dest: Path) -> Path:
         """Download the version's logged model (graph, tokenizer, meta.json) into `dest`."""
-        from .browse import Browser, Ref
+        from slimline.registry.browse import Browser, Ref
 
         return Browser(self.uri).pull(Ref(name, version=version), dest, force=True)  # our own cache folder
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.errors import FatalInputError
-from .lineage import TAG, metrics_of
-from .store import alias_problem, bound, client
+from slimline.pipelines.errors import FatalInputError
+from slimline.registry.lineage import TAG, metrics_of
+from slimline.registry.store import alias_problem, bound, client
 
 KEY_METRICS = ("fidelity", "speedup_vs_baseline", "latency_p50_ms", "size_mb")
 

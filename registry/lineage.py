@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ..pipelines.records import numeric
-from ..tasks.base import package_version
+from slimline.pipelines.run.records import numeric
+from slimline.tasks.base import package_version
 
 TAG = "slimline."
 METRICS_TAG = "slimline.metrics"
@@ -18,8 +17,8 @@ EXAMPLE_TEXTS = ["slimline keeps the model small.", "It still has to understand 
 
 def example_feeds(onnx_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A real two-sentence input for the graph and its output (for the signature and input example)."""
-    from ..tasks.graph import feeds_for
-    from ..tasks.runtime import session
+    from slimline.tasks.graph import feeds_for
+    from slimline.tasks.runtime import session
 
     feeds = feeds_for(onnx_path, EXAMPLE_TEXTS, 2, 8)
     return feeds, session(onnx_path).run(None, feeds)[0]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..pipelines.ports import RegisteredVersion, TrackedRun
-from ..pipelines.records import numeric
-from ..pipelines.spec import Spec
+from slimline.pipelines.ports import RegisteredVersion, TrackedRun
+from slimline.pipelines.run.records import numeric
+from slimline.pipelines.spec.spec import Spec
 
 
 @dataclass

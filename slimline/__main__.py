@@ -1,6 +1,6 @@
 """`python -m slimline`: the same command line as the `slimline` console script."""
 
-from slimline.pipelines.cli import main
+from slimline.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import StepConfig, TaskError, TechniqueConfig
+from slimline.tasks.base import StepConfig, TaskError, TechniqueConfig
 
 PACKAGES = ("pruning", "quantization", "distillation")
 

@@ -108,8 +108,7 @@ def _layer(path: Path, tokens: int = 128, hidden: int = 384, inner: int = 1536) 
 def probe_int8(seconds: float = 10.0, flags: str = "") -> Int8Probe:
     """Time the layer in fp32 and dynamic int8, alternating, for about `seconds`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .runtime import quiet_root_logger, session
+    from slimline.tasks.runtime import quiet_root_logger, session
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -133,7 +132,7 @@ def probe_int8(seconds: float = 10.0, flags: str = "") -> Int8Probe:
 
 def machine_facts(seconds: float) -> dict[str, Any]:
     """What `slimline doctor` reports of one machine: CPU, instruction sets, CUDA, the int8 probe."""
-    from .runtime import cuda_usable
+    from slimline.tasks.runtime import cuda_usable
 
     flags = cpu_flags()
     probe = probe_int8(seconds, flags)

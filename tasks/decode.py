@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from .base import Record
-from .graph import PAST, PRESENT, empty_past, past_names
+from slimline.tasks.base import Record
+from slimline.tasks.graph import PAST, PRESENT, empty_past, past_names
 
 GEN_PROMPTS = 8  # prompts of the generation-agreement metric
 GEN_PROMPT_TOKENS = 16

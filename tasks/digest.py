@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .base import package_version, write_json
-from .load import resolve_source
+from slimline.tasks.base import package_version, write_json
+from slimline.tasks.load import resolve_source
 
 
 def _file_sha256(path: Path) -> str:

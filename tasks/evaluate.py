@@ -17,13 +17,12 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 import torch
 from pydantic import Field
-
-from .base import LAX, StepConfig, TaskError
-from .decode import OrtDecoder, prompt_ids
-from .graph import read_meta, tokenizer_of, with_past
-from .inputs import TaskWrapper, batches, encode, input_names, torch_forward
-from .metrics import TOP_K, Outputs
-from .runtime import session
+from slimline.tasks.base import LAX, StepConfig, TaskError
+from slimline.tasks.decode import OrtDecoder, prompt_ids
+from slimline.tasks.graph import read_meta, tokenizer_of, with_past
+from slimline.tasks.inputs import TaskWrapper, batches, encode, input_names, torch_forward
+from slimline.tasks.metrics import TOP_K, Outputs
+from slimline.tasks.runtime import session
 
 K = TypeVar("K", bound=Hashable)
 

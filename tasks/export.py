@@ -17,18 +17,17 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from slimline.tasks import _structural as st
+from slimline.tasks import kv_export
+from slimline.tasks.base import LAX, Record, StepConfig, TaskError, atomic_dir
+from slimline.tasks.families import detect, get_path, layers_of, num_heads
+from slimline.tasks.graph import ONNX_NAME, compare, onnx_size_bytes, with_past, write_meta
+from slimline.tasks.inputs import TaskWrapper, encode, input_names, output_name, torch_forward
+from slimline.tasks.load import load_pretrained, load_tokenizer
+from slimline.tasks.profile import ProfileConfig
+from slimline.tasks.profile import apply as profile_apply
+from slimline.tasks.runtime import session
 from torch import nn
-
-from . import _structural as st
-from . import kv_export
-from .base import LAX, Record, StepConfig, TaskError, atomic_dir
-from .families import detect, get_path, layers_of, num_heads
-from .graph import ONNX_NAME, compare, onnx_size_bytes, with_past, write_meta
-from .inputs import TaskWrapper, encode, input_names, output_name, torch_forward
-from .load import load_pretrained, load_tokenizer
-from .profile import ProfileConfig
-from .profile import apply as profile_apply
-from .runtime import session
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
-from .base import Record, read_json, write_json
-from .inputs import encode
+from slimline.tasks.base import Record, read_json, write_json
+from slimline.tasks.inputs import encode
 
 ONNX_NAME = "model.onnx"
 META_NAME = "meta.json"
@@ -97,7 +96,7 @@ def with_past(feed: dict[str, np.ndarray], meta: Record) -> dict[str, np.ndarray
 
 def tokenizer_of(onnx_path: Path) -> object:
     """The tokenizer stored beside a graph."""
-    from .load import load_tokenizer
+    from slimline.tasks.load import load_tokenizer
 
     return load_tokenizer(str(Path(onnx_path).parent))
 

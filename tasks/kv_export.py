@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from slimline.tasks.base import Record, TaskError
+from slimline.tasks.decode import OrtDecoder, prompt_ids, torch_greedy
+from slimline.tasks.families import detect, layers_of
+from slimline.tasks.runtime import session
 from torch import nn
-
-from .base import Record, TaskError
-from .decode import OrtDecoder, prompt_ids, torch_greedy
-from .families import detect, layers_of
-from .runtime import session
 
 BUILDER = "onnxruntime_genai.models.builder"
 

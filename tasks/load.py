@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from slimline.tasks._heads import HEADS_KEY, shrink_heads_to
+from slimline.tasks.base import TASKS, Record, StepConfig, Task, TaskError, atomic_dir, dir_size_bytes
 from torch import nn
-
-from ._heads import HEADS_KEY, shrink_heads_to
-from .base import TASKS, Record, StepConfig, Task, TaskError, atomic_dir, dir_size_bytes
 
 
 class ModelSourceError(TaskError):
@@ -214,8 +213,8 @@ def apply(cfg: LoadConfig, out_dir: Path) -> Record:
     A local copy means every later stage (and every Ray worker) reads the same files, whether the
     source was a folder, a package or the Hub.
     """
-    from .families import detect
-    from .profile import count_params
+    from slimline.tasks.families import detect
+    from slimline.tasks.profile import count_params
 
     path = resolve_source(cfg.source)
     model = load_pretrained(path, cfg.task)

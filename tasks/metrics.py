@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from .graph import row_cosines
+from slimline.tasks.graph import row_cosines
 
 # How many of the baseline's most likely next tokens KL divergence is computed over (see kl_divergence).
 TOP_K = 64

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
-
-from .base import LAX, Record, StepConfig, atomic_dir
-from .graph import ONNX_NAME, compare, copy_sidecars, feeds_for, onnx_size_bytes, read_meta
-from .runtime import session
+from slimline.tasks.base import LAX, Record, StepConfig, atomic_dir
+from slimline.tasks.graph import ONNX_NAME, compare, copy_sidecars, feeds_for, onnx_size_bytes, read_meta
+from slimline.tasks.runtime import session
 
 # The ORT optimizer's model types by slimline family (Llama-likes use the decoder fusions).
 ORT_MODEL_TYPE = {"bert": "bert", "distilbert": "bert", "gpt2": "gpt2", "llama": "gpt2"}

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from slimline.tasks import _structural as st
+from slimline.tasks.base import Record, StepConfig, dir_size_bytes
+from slimline.tasks.families import block_linears, detect, get_path, layers_of
 from torch import nn
-
-from . import _structural as st
-from .base import Record, StepConfig, dir_size_bytes
-from .families import block_linears, detect, get_path, layers_of
 
 
 class ProfileConfig(StepConfig):

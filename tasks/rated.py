@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .base import TaskError
-from .text import Examples
+from slimline.tasks.base import TaskError
+from slimline.tasks.text import Examples
 
 
 def _test_data(name: str) -> Path:

@@ -40,10 +40,9 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from .graph import read_meta, tokenizer_of, with_past
-from .inputs import encode
-from .runtime import session
+from slimline.tasks.graph import read_meta, tokenizer_of, with_past
+from slimline.tasks.inputs import encode
+from slimline.tasks.runtime import session
 
 WEIGHT_OPS = ("MatMul", "Gemm")
 

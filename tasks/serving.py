@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .base import Record, TaskError
-from .evaluate import pooled
-from .graph import ONNX_NAME, read_meta, tokenizer_of, with_past
-from .inputs import batches
-from .runtime import session
+from slimline.tasks.base import Record, TaskError
+from slimline.tasks.evaluate import pooled
+from slimline.tasks.graph import ONNX_NAME, read_meta, tokenizer_of, with_past
+from slimline.tasks.inputs import batches
+from slimline.tasks.runtime import session
 
 ENDPOINTS = {"feature-extraction": "embed", "text-classification": "classify", "causal-lm": "score"}
 

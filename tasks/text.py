@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .base import TaskError, utf8_error
+from slimline.tasks.base import TaskError, utf8_error
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,8 @@ def slimline() -> Callable[..., subprocess.CompletedProcess]:
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in this process (click's runner): same exit codes and streams, no interpreter start."""
     from click.testing import CliRunner
-    from slimline.pipelines.cli import main
+
+    from slimline.cli.main import main
 
     res = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)

@@ -1,1 +1,4 @@
-"""Example specs shipped with slimline."""
+"""Example specs shipped with slimline.
+
+Import name: `slimline.pipelines.examples` (this folder is `pipelines/examples/` in the repository).
+"""

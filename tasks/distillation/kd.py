@@ -23,11 +23,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-
-from .. import _kd, inputs
-from ..base import Record, TaskError, TechniqueConfig
-from ..inputs import input_names
-from ..runtime import cuda_usable
+from slimline.tasks import _kd, inputs
+from slimline.tasks.base import Record, TaskError, TechniqueConfig
+from slimline.tasks.inputs import input_names
+from slimline.tasks.runtime import cuda_usable
 
 
 class DistillConfig(TechniqueConfig):

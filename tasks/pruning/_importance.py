@@ -6,10 +6,9 @@ from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
+from slimline.tasks.base import TaskError, TechniqueConfig
+from slimline.tasks.families import get_path
 from torch import Tensor, nn
-
-from ..base import TaskError, TechniqueConfig
-from ..families import get_path
 
 
 class StructuredCut(TechniqueConfig):

@@ -6,12 +6,11 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from slimline.tasks import _structural as st
+from slimline.tasks.base import Record
+from slimline.tasks.families import detect, get_path, layers_of
+from slimline.tasks.pruning._importance import StructuredCut, input_abs_means, require_batches
 from torch import Tensor, nn
-
-from .. import _structural as st
-from ..base import Record
-from ..families import detect, get_path, layers_of
-from ._importance import StructuredCut, input_abs_means, require_batches
 
 
 class FFNConfig(StructuredCut):

@@ -6,12 +6,11 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
+from slimline.tasks import _sparsity as sp
+from slimline.tasks import _structural as st
+from slimline.tasks.base import Record, TaskError, TechniqueConfig
+from slimline.tasks.families import block_linears, detect
 from torch import Tensor, nn
-
-from .. import _sparsity as sp
-from .. import _structural as st
-from ..base import Record, TaskError, TechniqueConfig
-from ..families import block_linears, detect
 
 
 class MagnitudeConfig(TechniqueConfig):

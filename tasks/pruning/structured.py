@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from slimline.tasks.base import Record
+from slimline.tasks.pruning import ffn, heads, layers
+from slimline.tasks.pruning._importance import StructuredCut
 from torch import Tensor, nn
-
-from ..base import Record
-from . import ffn, heads, layers
-from ._importance import StructuredCut
 
 Part = layers.LayersConfig | heads.HeadsConfig | ffn.FFNConfig
 

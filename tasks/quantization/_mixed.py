@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from ..base import TaskError, TechniqueConfig
-from ..sensitivity import matmul_sensitivity, most_sensitive
+from slimline.tasks.base import TaskError, TechniqueConfig
+from slimline.tasks.sensitivity import matmul_sensitivity, most_sensitive
 
 
 class AutoExclude(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from ..base import LAX
-from . import ORT_EXTRA_OPTIONS
-from ._mixed import MixedPrecision, auto_exclusions
+from slimline.tasks.base import LAX
+from slimline.tasks.quantization import ORT_EXTRA_OPTIONS
+from slimline.tasks.quantization._mixed import MixedPrecision, auto_exclusions
 
 
 class DynamicInt8Config(MixedPrecision):

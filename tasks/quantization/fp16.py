@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import onnx
-
-from ..base import SkipVariant, TechniqueConfig
-from ..runtime import cuda_usable
+from slimline.tasks.base import SkipVariant, TechniqueConfig
+from slimline.tasks.runtime import cuda_usable
 
 
 class FP16Config(TechniqueConfig):

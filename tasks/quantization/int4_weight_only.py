@@ -7,8 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import onnx
 from pydantic import Field, ValidationInfo, field_validator
-
-from ..base import SkipVariant, TechniqueConfig
+from slimline.tasks.base import SkipVariant, TechniqueConfig
 
 
 class Int4Config(TechniqueConfig):
@@ -83,7 +82,7 @@ def quantize_weights(cfg: Int4Config, src: Path, dst: Path) -> None:
 
 
 def _quantize_affine(cfg: Int4Config, src: Path, dst: Path) -> None:
-    from ._affine import output_matmuls, quantize_affine
+    from slimline.tasks.quantization._affine import output_matmuls, quantize_affine
 
     model = onnx.load(str(src))
     heads = output_matmuls(model)

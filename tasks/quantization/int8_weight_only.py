@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
-
-from ..base import TechniqueConfig
-from .int4_weight_only import quantize_weights
+from slimline.tasks.base import TechniqueConfig
+from slimline.tasks.quantization.int4_weight_only import quantize_weights
 
 
 class Int8WeightOnlyConfig(TechniqueConfig):

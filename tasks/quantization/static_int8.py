@@ -9,12 +9,11 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import onnx
 from pydantic import Field
-
-from ..base import LAX, TaskError
-from ..graph import read_meta, tokenizer_of, with_past
-from ..inputs import encode
-from . import ORT_EXTRA_OPTIONS
-from ._mixed import MixedPrecision, auto_exclusions
+from slimline.tasks.base import LAX, TaskError
+from slimline.tasks.graph import read_meta, tokenizer_of, with_past
+from slimline.tasks.inputs import encode
+from slimline.tasks.quantization import ORT_EXTRA_OPTIONS
+from slimline.tasks.quantization._mixed import MixedPrecision, auto_exclusions
 
 
 class StaticInt8Config(MixedPrecision):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from slimline.cluster.ray_executor import RayExecutor
-from slimline.pipelines.publish import publish
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.publish import publish
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import Spec
 from slimline.registry.adapter import MlflowRegistry
 
 PER_TENSOR = {"method": "dynamic-int8"}

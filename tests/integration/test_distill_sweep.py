@@ -6,10 +6,10 @@ import json
 
 import pytest
 from mlflow import MlflowClient
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.publish import publish
-from slimline.pipelines.run import prepare, run
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.publish import publish
+from slimline.pipelines.run.run import prepare, run
+from slimline.pipelines.spec.spec import Spec
 from slimline.registry.adapter import MlflowRegistry
 
 STRUCTURED = {"method": "structured", "heads": 0.5, "ffn": 0.5}

@@ -90,10 +90,10 @@ def test_driver_killed_mid_sweep_then_rerun(tiny_model, tiny_spec, tmp_path) -> 
 def test_mlflow_server_stopped_mid_publish_then_push(
     tiny_model, tiny_spec, tmp_path, monkeypatch, slimline, own_mlflow_server
 ) -> None:
-    from slimline.pipelines.local import LocalExecutor
-    from slimline.pipelines.publish import publish
-    from slimline.pipelines.run import run
-    from slimline.pipelines.spec import load_spec
+    from slimline.pipelines.run.local import LocalExecutor
+    from slimline.pipelines.run.publish import publish
+    from slimline.pipelines.run.run import run
+    from slimline.pipelines.spec.spec import load_spec
     from slimline.registry.adapter import MlflowRegistry
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast while the server is away

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slimline.pipelines import gc
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.run import gc
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import load_spec
 
 VARIANTS = {
     "pruning": ["none", {"method": "heads", "amount": 0.5}],

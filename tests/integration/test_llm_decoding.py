@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from slimline.tasks import decode, evaluate, export, load, metrics, prune, quantize
+from slimline.tasks import decode, evaluate, export, load, metrics
 from slimline.tasks.base import TaskError
 from slimline.tasks.catalog import make_config
 from slimline.tasks.graph import read_meta, with_past
 from slimline.tasks.runtime import session
+from slimline.tasks.stages import prune, quantize
 
 pytest.importorskip("onnxruntime_genai", reason="the llm extra (onnxruntime-genai) is not installed")
 

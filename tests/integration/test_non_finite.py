@@ -8,9 +8,9 @@ from typing import ClassVar, Literal
 import pytest
 import torch
 import yaml
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import load_spec
 from slimline.tasks import catalog
 from slimline.tasks.base import Record, TechniqueConfig
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from slimline.cluster.ray_executor import InfeasibleResources, RayExecutor
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import Spec
 
 OK = {"succeeded", "cached"}
 

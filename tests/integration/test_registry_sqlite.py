@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from slimline.pipelines.errors import FatalInputError
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.publish import publish
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.publish import publish
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import Spec
 from slimline.registry.adapter import MlflowRegistry
 from slimline.registry.browse import Browser, Ref, UnknownModel
 from slimline.registry.store import RegistryUnreachable, check_reachable

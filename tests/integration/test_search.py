@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 from mlflow import MlflowClient
-from slimline.pipelines.search import TrialSetup, run_trial
-from slimline.pipelines.spec import Spec
-from slimline.pipelines.stages import Context, cached
+from slimline.pipelines.run.search import TrialSetup, run_trial
+from slimline.pipelines.run.stage import Context, cached
+from slimline.pipelines.spec.spec import Spec
 
 HEADS = {"method": "heads", "amount": {"min": 0.25, "max": 0.75}}
 

@@ -202,7 +202,7 @@ def test_follow_needs_an_alias_and_a_taken_port_is_exit_2(registry, slimline) ->
 
 
 def test_a_runs_variant_id_serves_its_graph_folder(registry) -> None:
-    from slimline.pipelines.cli_serve import resolve
+    from slimline.cli.serve import resolve
 
     artifacts = registry["root"] / "artifacts"
     (manifest_path,) = artifacts.glob("*/manifest.json")

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
-from slimline.pipelines.serve_spec import ServeConfig
+from slimline.pipelines.spec.serve import ServeConfig
 from slimline.tasks import export
 from slimline.tasks.graph import read_meta, with_past
 from transformers import AutoTokenizer

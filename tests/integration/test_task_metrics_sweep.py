@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import load_spec
 
 INT8 = {"pruning": ["none"], "quantization": ["none", {"method": "dynamic-int8", "per_channel": True}]}
 

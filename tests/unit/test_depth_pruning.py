@@ -15,10 +15,10 @@ from slimline.tasks.base import TaskError
 from slimline.tasks.families import Family, detect, layers_of
 from slimline.tasks.inputs import batches
 from slimline.tasks.load import HEADS_KEY, auto_class, load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply
 from slimline.tasks.pruning.heads import HeadsConfig
 from slimline.tasks.pruning.layers import LAYER_COUNT, LAYERS_KEY, LayersConfig, prune_layers
 from slimline.tasks.pruning.structured import StructuredConfig
+from slimline.tasks.stages.prune import apply
 
 TASK = {
     "bert": "feature-extraction",

@@ -50,7 +50,7 @@ def test_python_dash_m_slimline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["slimline.tasks", "slimline.tasks.catalog", "slimline.tasks.quantize", "slimline.pipelines.cli"],
+    ["slimline.tasks", "slimline.tasks.catalog", "slimline.tasks.stages.quantize", "slimline.cli.main"],
 )
 def test_importing_does_not_import_ray_or_mlflow(module: str, tmp_path: Path) -> None:
     code = (

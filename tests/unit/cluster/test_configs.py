@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 import yaml
 from slimline.cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
-from slimline.pipelines.cli import main
-from slimline.pipelines.schedule_emit import crontab, on_calendar, systemd
+from slimline.pipelines.schedule.emit import crontab, on_calendar, systemd
+
+from slimline.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[3]
 

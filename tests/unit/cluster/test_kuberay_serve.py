@@ -6,9 +6,10 @@ import pytest
 import yaml
 from slimline.cluster.kuberay_serve import rayservice
 from slimline.cluster.serve_app import IMPORT_PATH
-from slimline.pipelines.cli_serve import serve_config
 from slimline.pipelines.errors import FatalInputError
-from slimline.pipelines.serve_spec import ServeConfig
+from slimline.pipelines.spec.serve import ServeConfig
+
+from slimline.cli.serve import serve_config
 
 
 def _docs(text: str) -> list[dict]:

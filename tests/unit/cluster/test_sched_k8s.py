@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from slimline.cluster.kuberay import BASE_NAME_MAX, RAYJOB_NAME_MAX, cronjob, dns_name, dump_all, secret_name
-from slimline.pipelines.schedule import tick_of
+from slimline.pipelines.schedule.schedule import tick_of
 
 HASH = "0123456789abcdef"
 LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from slimline.cluster.submit import runtime_env, upload_plan
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.spec.spec import load_spec
 
 SPEC = {
     "version": 1,

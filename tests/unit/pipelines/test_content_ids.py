@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
-from slimline.pipelines.run import prepare
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.run.run import prepare
+from slimline.pipelines.spec.spec import load_spec
 
 VARIANTS = {"pruning": ["none", {"method": "heads", "amount": 0.5}], "quantization": ["none"]}
 

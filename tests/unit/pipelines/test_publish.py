@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from slimline.pipelines.publish import publish
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.run.publish import publish
+from slimline.pipelines.spec.spec import Spec
 from slimline.registry.memory import InMemoryRegistry
 
 SPEC = Spec.model_validate(

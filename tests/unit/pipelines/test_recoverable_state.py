@@ -8,8 +8,8 @@ import logging
 import threading
 from pathlib import Path
 
-from slimline.pipelines.schedule import Scheduler
-from slimline.pipelines.stages import Context, cached, record_path
+from slimline.pipelines.run.stage import Context, cached, record_path
+from slimline.pipelines.schedule.schedule import Scheduler
 from slimline.tasks.base import atomic_dir, write_json
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 from slimline.pipelines.errors import SpecError
-from slimline.pipelines.schedule import fire_times
-from slimline.pipelines.schedule_emit import cron_text, on_calendar
+from slimline.pipelines.schedule.emit import cron_text, on_calendar
+from slimline.pipelines.schedule.schedule import fire_times
 
 UTC = dt.UTC
 START = dt.datetime(2026, 1, 1, 0, 0, tzinfo=UTC)

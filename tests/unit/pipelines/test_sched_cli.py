@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from slimline.pipelines import cli_schedule
+
+from slimline.cli import schedule as cli_schedule
 
 Cli = Callable[..., subprocess.CompletedProcess]
 
@@ -146,7 +147,7 @@ def test_an_unreadable_state_is_treated_as_none(
     states.mkdir(parents=True)
     calls: list[list[str]] = []
     monkeypatch.setattr(cli_schedule, "subprocess", _fake_run([0], calls))
-    from slimline.pipelines.spec import load_spec
+    from slimline.pipelines.spec.spec import load_spec
 
     (states / f"{load_spec(spec).digest()[:12]}.json").write_text("{not json")
     res = cli("schedule", str(spec), "--once")

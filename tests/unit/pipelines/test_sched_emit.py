@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from slimline.pipelines.errors import SpecError
-from slimline.pipelines.schedule import check_cron
-from slimline.pipelines.schedule_emit import crontab, systemd
+from slimline.pipelines.schedule.emit import crontab, systemd
+from slimline.pipelines.schedule.schedule import check_cron
 
 EXE = "/venv/bin/slimline"
 INJECTED = "inj/x\n* * * * * id >PWNED #.yaml"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from slimline.pipelines.errors import SpecError
-from slimline.pipelines.schedule import (
+from slimline.pipelines.schedule.schedule import (
     Busy,
     Scheduler,
     check_cron,

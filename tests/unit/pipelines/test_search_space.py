@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 from slimline.pipelines.errors import SpecError
-from slimline.pipelines.plan import build_plan
-from slimline.pipelines.search import INFEASIBLE, SearchLog, at_rung, rungs_of, sampled_points, score
-from slimline.pipelines.search_spec import Rung
-from slimline.pipelines.space import check_space, decode, dimensions, grid_points
-from slimline.pipelines.spec import SelectSpec, Spec, load_spec
+from slimline.pipelines.plan.plan import build_plan
+from slimline.pipelines.plan.space import check_space, decode, dimensions, grid_points
+from slimline.pipelines.run.search import INFEASIBLE, SearchLog, at_rung, rungs_of, sampled_points, score
+from slimline.pipelines.spec.search import Rung
+from slimline.pipelines.spec.spec import SelectSpec, Spec, load_spec
 
 SPACE = {
     "pruning": [

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from slimline.pipelines.noise import paired_ratio
-from slimline.pipelines.select import gate, select
-from slimline.pipelines.spec import Bound, SelectSpec
+from slimline.pipelines.run.noise import paired_ratio
+from slimline.pipelines.run.select import gate, select
+from slimline.pipelines.spec.spec import Bound, SelectSpec
 
 
 def _v(vid: str, status: str = "succeeded", **metrics: float) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from slimline.pipelines.errors import SpecError
-from slimline.pipelines.plan import build_plan
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.plan.plan import build_plan
+from slimline.pipelines.spec.spec import load_spec
 from slimline.tasks.distillation.kd import DistillConfig
 
 GOOD = {
@@ -176,8 +176,8 @@ def test_distillation_follows_structured_prunings_only(tmp_path) -> None:
 def test_training_text_never_includes_eval_text(tmp_path) -> None:
     import json
 
-    from slimline.pipelines.data import prepare_data
-    from slimline.pipelines.spec import Spec
+    from slimline.pipelines.run.data import prepare_data
+    from slimline.pipelines.spec.spec import Spec
     from slimline.tasks.base import TaskError
     from slimline.tasks.text import builtin_corpus
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 from pydantic import Field
-from slimline.pipelines.local import LocalExecutor
-from slimline.pipelines.plan import build_plan
-from slimline.pipelines.publish import publish
-from slimline.pipelines.run import run
-from slimline.pipelines.spec import load_spec
+from slimline.pipelines.plan.plan import build_plan
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.pipelines.run.publish import publish
+from slimline.pipelines.run.run import run
+from slimline.pipelines.spec.spec import load_spec
 from slimline.registry.memory import InMemoryRegistry
 from slimline.tasks import catalog
 from slimline.tasks.base import Record, TechniqueConfig

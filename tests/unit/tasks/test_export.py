@@ -10,9 +10,9 @@ from slimline.tasks.export import ExportConfig, ParityError
 from slimline.tasks.graph import compare, feeds_for, read_meta
 from slimline.tasks.inputs import TaskWrapper, encode, torch_forward
 from slimline.tasks.load import load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply as prune_apply
 from slimline.tasks.pruning.heads import HeadsConfig
 from slimline.tasks.runtime import session
+from slimline.tasks.stages.prune import apply as prune_apply
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from slimline.pipelines.plan import build_plan
-from slimline.pipelines.spec import Spec
+from slimline.pipelines.plan.plan import build_plan
+from slimline.pipelines.spec.spec import Spec
 from slimline.tasks.digest import source_digest
 from slimline.tasks.load import ModelSourceError, is_gguf, resolve_source
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from slimline.tasks import quantize
 from slimline.tasks.catalog import UnknownTechnique
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.pruning.heads import HeadsConfig
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
+from slimline.tasks.stages import quantize
 
 
 def test_quantize_refuses_a_folder_without_meta(tmp_path) -> None:

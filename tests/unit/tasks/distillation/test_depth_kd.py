@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from slimline.tasks import _kd
-from slimline.tasks.distill import apply
 from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.load import load_pretrained
-from slimline.tasks.prune import apply as prune
 from slimline.tasks.pruning.layers import LayersConfig
+from slimline.tasks.stages.distill import apply
+from slimline.tasks.stages.prune import apply as prune
 
 
 def test_hidden_loss_pairs_kept_layers_with_their_teacher_layers() -> None:

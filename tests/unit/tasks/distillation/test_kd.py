@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 from slimline.tasks import _kd, evaluate, metrics
-from slimline.tasks.distill import apply
 from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.load import load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply as prune
 from slimline.tasks.pruning.heads import HeadsConfig
 from slimline.tasks.pruning.structured import StructuredConfig
+from slimline.tasks.stages.distill import apply
+from slimline.tasks.stages.prune import apply as prune
 
 
 def test_losses_vanish_for_identical_outputs_and_grow_with_error() -> None:

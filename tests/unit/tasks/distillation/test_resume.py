@@ -10,11 +10,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 from slimline.tasks.base import TaskError
-from slimline.tasks.distill import apply
 from slimline.tasks.distillation.kd import STATE, DistillConfig, resumable
 from slimline.tasks.load import load_pretrained
-from slimline.tasks.prune import apply as prune
 from slimline.tasks.pruning.heads import HeadsConfig
+from slimline.tasks.stages.distill import apply
+from slimline.tasks.stages.prune import apply as prune
 
 TASK = "feature-extraction"
 SCHEDULE: dict[str, Any] = {"steps": 6, "lr": 1e-3, "batch_size": 4, "seed": 2}

@@ -8,8 +8,8 @@ from slimline.tasks import _structural as st
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.inputs import batches
 from slimline.tasks.load import auto_class, load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply
 from slimline.tasks.pruning.ffn import FFNConfig, prune_ffn
+from slimline.tasks.stages.prune import apply
 
 ALL = ["bert", "distilbert", "gpt2", "llama", "qwen2"]
 

@@ -7,8 +7,8 @@ import torch
 from slimline.tasks import _structural as st
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.load import HEADS_KEY, auto_class, load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply
 from slimline.tasks.pruning.heads import HeadsConfig, prune_heads
+from slimline.tasks.stages.prune import apply
 
 ALL = ["bert", "distilbert", "gpt2", "llama", "qwen2"]
 

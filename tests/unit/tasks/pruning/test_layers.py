@@ -10,9 +10,9 @@ from slimline.tasks.base import TaskError
 from slimline.tasks.families import detect, layers_of
 from slimline.tasks.inputs import batches
 from slimline.tasks.load import load_pretrained, load_tokenizer
-from slimline.tasks.prune import apply
 from slimline.tasks.pruning.layers import LAYER_COUNT, LayersConfig
 from slimline.tasks.pruning.layers import apply as drop_layers
+from slimline.tasks.stages.prune import apply
 
 ALL = ["bert", "distilbert", "gpt2", "llama", "qwen2"]
 

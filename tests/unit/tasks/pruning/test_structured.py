@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from slimline.tasks.base import TaskError
 from slimline.tasks.load import load_pretrained
-from slimline.tasks.prune import apply
 from slimline.tasks.pruning.ffn import FFNConfig
 from slimline.tasks.pruning.heads import HeadsConfig, prune_heads
 from slimline.tasks.pruning.structured import StructuredConfig
+from slimline.tasks.stages.prune import apply
 
 
 @pytest.mark.parametrize("method", ["heads", "ffn"])

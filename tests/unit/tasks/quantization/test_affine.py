@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
-from slimline.tasks import quantize
 from slimline.tasks.quantization._affine import affine_codes, dequantize, quantize_affine
 from slimline.tasks.quantization.int4_weight_only import Int4Config
+from slimline.tasks.stages import quantize
 
 RNG = np.random.default_rng(0)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from slimline.tasks import evaluate, export, metrics, optimize, quantize
+from slimline.tasks import evaluate, export, metrics, optimize
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
+from slimline.tasks.stages import quantize
 
 WIDTHS, LABELS = (32, 64, 384), (2, 3, 7)
 ALL = list(itertools.product(WIDTHS, LABELS))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from slimline.tasks import evaluate, metrics, quantize
+from slimline.tasks import evaluate, metrics
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
+from slimline.tasks.stages import quantize
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

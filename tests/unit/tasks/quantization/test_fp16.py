@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from slimline.tasks import quantize
 from slimline.tasks.base import SkipVariant
 from slimline.tasks.quantization.fp16 import FP16Config
+from slimline.tasks.stages import quantize
 
 
 def test_fp16_is_refused_on_cpu(graphs, tmp_path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import helper
-from slimline.tasks import quantize
 from slimline.tasks.base import SkipVariant, write_json
 from slimline.tasks.quantization.int4_weight_only import Int4Config
+from slimline.tasks.stages import quantize
 
 
 def test_int4_weight_only_on_decoder(graphs, runs, tmp_path, texts) -> None:

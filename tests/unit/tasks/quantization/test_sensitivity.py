@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from slimline.tasks import quantize
 from slimline.tasks.graph import read_meta
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 from slimline.tasks.quantization.static_int8 import StaticInt8Config
 from slimline.tasks.sensitivity import matmul_sensitivity, weight_matmuls, weight_products
+from slimline.tasks.stages import quantize
 
 
 def _fp32_weight_matmuls(path: Path) -> set[str]:

@@ -1,0 +1,162 @@
+"""Reports of one run: report.md, and a self-contained report.html with a Pareto scatter plot."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from slimline.pipelines.report.search import search_lines, sensitivity_lines
+from slimline.pipelines.spec.spec import SelectSpec
+
+# Shown when at least one variant has the metric (the task and the eval data decide which).
+COLUMNS = (
+    ("fidelity", "fidelity", 4),
+    ("neighbour_agreement", "nbr@10", 3),
+    ("kl_divergence", "KL", 4),
+    ("accuracy", "accuracy", 3),
+    ("accuracy_delta", "Δacc", 3),
+    ("sts_spearman", "STS ρ", 3),
+    ("sts_spearman_delta", "ΔSTS ρ", 3),
+    ("perplexity", "ppl", 2),
+    ("generation_agreement", "gen agr", 3),
+    ("latency_p50_ms", "p50 ms", 2),
+    ("latency_p95_ms", "p95 ms", 2),
+    ("speedup_vs_baseline", "speedup", 2),
+    ("throughput", "items/s", 1),
+    ("decode_tokens_per_s", "tok/s b1", 1),
+    ("decode_tokens_per_s_b8", "tok/s b8", 1),
+    ("size_mb", "size MB", 1),
+    ("flops", "GFLOPs", 3),
+)
+
+
+def _cell(metrics: dict[str, Any], key: str, digits: int) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    if key == "flops":
+        value = value / 1e9
+    sign = "+" if key.endswith("_delta") and value > 0 else ""
+    return sign + f"{value:.{digits}f}" + ("x" if key == "speedup_vs_baseline" else "")
+
+
+def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    """Header plus one row per variant: label, status, metrics and the selection note."""
+    selected = manifest["selected"]
+    columns = [c for c in COLUMNS if any(c[0] in v["metrics"] for v in manifest["variants"])]
+    rows = [["#", "variant", "status", *(c[1] for c in columns), "note"]]
+    base = manifest["baseline"].get("variant")
+    for n, v in enumerate(manifest["variants"], 1):  # n: the point's number in the plot
+        if v["id"] in selected:
+            note = f"selected #{selected.index(v['id']) + 1}"
+        elif v["id"] == base:
+            note = "baseline"
+        else:
+            note = manifest["rejected"].get(v["id"]) or v.get("reason") or ""
+        if v["id"] in manifest.get("ties", {}):
+            note += f"; {manifest['ties'][v['id']]}"
+        metrics = v["metrics"]
+        rows.append([str(n), v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in columns), note])
+    return rows
+
+
+def verdict_lines(manifest: dict[str, Any]) -> list[str]:
+    """The champion measured in this run, and the gate's decision, in words."""
+    lines = []
+    champ = manifest.get("champion")
+    if champ:
+        m = champ.get("metrics") or {}
+        measured = ", ".join(f"{k} {m[k]:.4g}" for k in ("fidelity", "latency_p50_ms") if k in m)
+        lines.append(
+            f"champion: version {champ['version']} ({champ.get('variant')}), measured in this run: "
+            + (measured or f"not measured ({champ.get('error')})")
+        )
+    gate = manifest.get("gate")
+    if gate:
+        lines.append(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
+    return lines
+
+
+def environment_line(manifest: dict[str, Any]) -> str:
+    """Where the numbers were measured: what int8 speedups and latencies depend on."""
+    env = manifest["environment"]
+    threads = env.get("threads") or {}
+    return (
+        f"CPU: {env.get('cpu_model') or '?'} ({env.get('cpus') or '?'} CPUs; "
+        f"{env.get('cpu_flags') or 'no AVX2'}); executor {env.get('executor', {}).get('kind')}; "
+        f"providers {', '.join(env.get('providers', []))}; threads per task "
+        f"{threads.get('per_task', '?')}, latency timed with {threads.get('latency', '?')}"
+    )
+
+
+def markdown(manifest: dict[str, Any]) -> str:
+    """The run as Markdown: summary, environment and the variant table."""
+    rows = table_rows(manifest)
+    lines = [
+        f"# {manifest['run_id']}",
+        "",
+        f"- status: **{manifest['status']}**",
+        f"- spec hash: `{manifest['spec_hash']}`",
+        f"- started {manifest['started']}, finished {manifest['finished']}",
+        f"- {environment_line(manifest)}",
+        f"- selected: {', '.join(manifest['selected']) or 'none'}",
+        *(f"- {line}" for line in verdict_lines(manifest)),
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---|" * len(rows[0]),
+    ]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+    lines += search_lines(manifest) + sensitivity_lines(manifest)
+    return "\n".join(lines) + "\n"
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+
+
+def html_report(manifest: dict[str, Any], plots: list[tuple[str, bytes | None]]) -> str:
+    """A single self-contained HTML page: verdict, plots (embedded as data URIs), environment, table."""
+    rows = table_rows(manifest)
+    selected = set(manifest["selected"])
+    ids = [v["id"] for v in manifest["variants"]]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        f"<tr class='{'sel' if vid in selected else ''}'>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in r)
+        + "</tr>"
+        for vid, r in zip(ids, rows[1:], strict=True)
+    )
+    title = html.escape(manifest["run_id"])
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}tr.sel{{background:#fde2e2}}</style></head>
+<body><h1>{title}</h1>
+<p>status <b>{html.escape(manifest["status"])}</b>;
+spec hash <code>{html.escape(manifest["spec_hash"])}</code>;
+selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
+<div class="verdict">{"".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(manifest))}</div>
+{"".join(_img(png, alt) for alt, png in plots)}
+<p class="environment">{html.escape(environment_line(manifest))}</p>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+</body></html>
+"""
+
+
+def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -> tuple[Path, Path]:
+    """Write report.md and report.html into `run_dir`; returns their paths."""
+    from slimline.pipelines.report.plots import main_png, technique_png
+    from slimline.pipelines.report.search import search_png
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    md_path.write_text(markdown(manifest))
+    plots = [
+        ("speedup against fidelity", main_png(manifest, select.objectives, select.constraints)),
+        ("each technique on its own", technique_png(manifest)),
+        ("search: score against wall time", search_png(manifest)),
+    ]
+    html_path.write_text(html_report(manifest, plots))
+    return md_path, html_path

@@ -1,0 +1,407 @@
+"""The spec contract, version 1 (README: "The spec"), validated with pydantic; unknown keys are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from slimline.pipelines.errors import SpecError
+from slimline.pipelines.schedule.schedule import check_cron
+from slimline.pipelines.spec.reader import read_yaml
+from slimline.pipelines.spec.search import SearchSpec
+from slimline.pipelines.spec.serve import ServeConfig
+from slimline.tasks.base import Task, TechniqueConfig
+from slimline.tasks.catalog import UnknownTechnique, config_class
+from slimline.tasks.distillation.kd import DistillConfig
+from slimline.tasks.evaluate import LatencyConfig
+from slimline.tasks.export import ExportConfig
+
+
+class _Strict(BaseModel):
+    # NaN and infinity are never meaningful settings, and a NaN bound would disable its constraint.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+
+class ModelSpec(_Strict):
+    source: str = Field(min_length=1)
+    task: Task = "feature-extraction"
+
+
+BUILTIN_SAMPLES = {"corpus": 256, "python-docs": 256, "lee-similarity": 50, "movie-polarity": 160}
+
+
+class BuiltinData(_Strict):
+    # corpus: the human-written sentences fidelity is judged on; python-docs: prose sentences
+    # of the Python reference, offline text to distil on; lee-similarity and movie-polarity:
+    # human-rated data installed with gensim (tasks.rated).
+    builtin: Literal["corpus", "python-docs", "lee-similarity", "movie-polarity"] = "corpus"
+    samples: int | None = Field(default=None, ge=1)  # None: BUILTIN_SAMPLES
+
+    def count(self) -> int:
+        """How many texts are evaluated."""
+        return self.samples or BUILTIN_SAMPLES[self.builtin]
+
+
+class FileData(_Strict):
+    path: str
+    text_field: str = "text"
+    label_field: str | None = None
+    # Sentence pairs rated by people: the second sentence's field and the rating's.
+    pair_field: str | None = None
+    score_field: str | None = None
+    samples: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _pairs_or_labels(self) -> FileData:
+        if (self.pair_field is None) != (self.score_field is None):
+            raise ValueError("pair_field and score_field go together (a rated pair of sentences)")
+        if self.pair_field and self.label_field:
+            raise ValueError("give label_field or pair_field/score_field, not both")
+        return self
+
+
+class HubData(_Strict):
+    hf: str
+    config: str | None = None
+    split: str = "validation"
+    text_field: str = "text"
+    label_field: str | None = None
+    samples: int | None = Field(default=None, ge=1)
+
+
+def _source_kind(value: Any) -> str | None:
+    """Which kind of data source a mapping is, by its key: errors then name that kind's fields only."""
+    if isinstance(value, dict):  # neither path nor hf: the built-in corpus, `builtin` defaulted
+        return next((f"source:{k}" for k in ("path", "hf") if k in value), "source:builtin")
+    kinds = {BuiltinData: "builtin", FileData: "path", HubData: "hf"}
+    return f"source:{kinds[type(value)]}" if type(value) in kinds else None
+
+
+Source = Annotated[
+    Annotated[BuiltinData, Tag("source:builtin")]
+    | Annotated[FileData, Tag("source:path")]
+    | Annotated[HubData, Tag("source:hf")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="data_source",
+        custom_error_message="expected {builtin: ...}, {path: ...} or {hf: ...}",
+    ),
+]
+
+
+class CalibrationSpec(_Strict):
+    samples: int = Field(default=64, ge=1)
+
+
+class DataSpec(_Strict):
+    eval: Source = BuiltinData()
+    calibration: CalibrationSpec = CalibrationSpec()
+    train: Source | None = None  # distillation text; never eval text
+    max_length: int = Field(default=128, ge=8, le=8192)
+
+
+class DistillationSpec(DistillConfig):
+    """The distillation config itself, plus whether to distil the shape-changing variants at all."""
+
+    enabled: bool = False
+    # There is one distillation method: a spec need not name it, and its dump does not repeat it.
+    method: Literal["distill"] = Field(default="distill", exclude=True)
+
+    def config(self) -> DistillConfig:
+        """The technique config of the distill stage."""
+        return DistillConfig.model_validate(self.model_dump(exclude={"enabled"}))
+
+
+Entry = str | dict[str, Any]
+
+
+class VariantsSpec(_Strict):
+    pruning: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
+    quantization: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
+    distillation: DistillationSpec = DistillationSpec()
+
+
+class EvaluateSpec(_Strict):
+    latency: LatencyConfig = LatencyConfig()
+    batch_size: int = Field(default=16, ge=1)
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+METRICS = (
+    "fidelity",
+    "neighbour_agreement",
+    "similarity_spearman",
+    "flip_rate",
+    "top1_agreement",
+    "kl_divergence",
+    "accuracy",
+    "accuracy_delta",
+    "sts_spearman",
+    "sts_spearman_delta",
+    "perplexity",
+    "perplexity_delta",
+    "generation_agreement",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "throughput",
+    "size_mb",
+    "params",
+    "flops",
+    "speedup_vs_baseline",
+    "prefill_ms",
+    "decode_tokens_per_s",
+    "decode_tokens_per_s_b8",
+)
+
+
+class SelectSpec(_Strict):
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    objectives: list[str] = Field(default_factory=lambda: ["latency_p50_ms", "size_mb"], min_length=1)
+    top_k: int = Field(default=3, ge=1)
+    # Two graphs whose paired latency ratio is within this of 1 (or not told apart by the noise)
+    # are tied on speed; fidelity, then size, decides between them.
+    latency_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    # Untimed objectives (size, FLOPs, ...) within this relative difference are tied too.
+    tolerance: float = Field(default=0.01, ge=0, lt=1)
+
+    @field_validator("constraints", "objectives")
+    @classmethod
+    def _known_metrics(cls, value: Any) -> Any:
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+        return value
+
+
+# What MLflow accepts as a registered model name, and what stays a safe path segment everywhere.
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class RegistrySpec(_Strict):
+    model_name: str | None = Field(default=None, pattern=NAME, max_length=100)
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///slimline.db
+    alias: str = "champion"
+    # Which child runs get their ONNX model logged: every finished variant, or the selection only.
+    log_models: Literal["all", "selected"] = "selected"
+    # The alias moves only to a version that beats the champion by more than this on the first
+    # objective (timed: the whole CI of the paired ratio), or ties it and has more fidelity.
+    min_gain: float = Field(default=0.05, ge=0, lt=1)
+    fidelity_epsilon: float = Field(default=0.005, ge=0, le=1)
+
+    @field_validator("alias")
+    @classmethod
+    def _mlflow_alias(cls, value: str) -> str:
+        from slimline.pipelines.uris import alias_problem
+
+        problem = alias_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class ResourcesSpec(_Strict):
+    gpus_per_task: float = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=1, ge=1)
+
+
+class ScheduleSpec(_Strict):
+    cron: str
+    missed: Literal["skip", "run-once"] = "skip"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            check_cron(value)
+        except SpecError as exc:
+            reason = str(exc).removeprefix("schedule.cron: ")
+            if reason.startswith("not a valid"):
+                reason = "expected a 5-field cron expression such as '0 3 * * *'"
+            raise ValueError(reason) from None
+        return value
+
+
+class ArtifactsSpec(_Strict):
+    """Where stages and runs are written, and what `slimline gc` keeps of them."""
+
+    path: str = Field(default="./artifacts", min_length=1)
+    # all: only stages no run refers to are removable; selected: the latest run's baseline and
+    # selected variants (and what they were built from); registered: its registered ones only.
+    keep: Literal["all", "selected", "registered"] = "selected"
+
+
+class Spec(_Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1, max_length=100, pattern=NAME)  # in file names: ≤ 255 bytes with ids
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    variants: VariantsSpec = VariantsSpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
+    select: SelectSpec = SelectSpec()
+    registry: RegistrySpec = RegistrySpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    export: ExportConfig = ExportConfig()  # a pruning entry may override it with its own `export:`
+    artifacts: ArtifactsSpec = ArtifactsSpec()
+    schedule: ScheduleSpec | None = None
+    search: SearchSpec | None = None  # search the space instead of running the `variants` grid
+    serve: ServeConfig | None = None  # how `slimline serve` runs this model (not part of the digest)
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value  # `artifacts: ./runs` still works
+
+    def public(self) -> dict[str, Any]:
+        """The spec as JSON data with the tracking URI's secret masked: what files and artifacts keep."""
+        from slimline.pipelines.uris import masked
+
+        data = self.model_dump(mode="json")
+        if self.registry.tracking_uri:
+            data["registry"]["tracking_uri"] = masked(self.registry.tracking_uri)
+        return data
+
+    def digest(self) -> str:
+        """Content hash of the validated spec (key order and formatting do not matter)."""
+        data = self.model_dump(mode="json", exclude={"serve"})  # serving changes nothing a run computes
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of an offending value, cut so that an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _field_error(exc: ValidationError, where: str) -> SpecError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return SpecError(f"{where}.{loc}: {err['msg']} (got {_short(err.get('input'))})")
+
+
+def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]:
+    """Expand one variants entry into technique configs ("none" → [None]).
+
+    List values form a grid, except in the fields the technique declares list-valued.
+    """
+    if entry == "none" or entry == {"method": "none"}:
+        return [None]
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry.get("method"), str):
+        raise SpecError(f"{where}.method: expected one technique name (got {entry.get('method')!r})")
+    try:
+        cls = config_class(str(entry.get("method")), stage)
+    except UnknownTechnique as exc:
+        raise SpecError(f"{where}.method: {exc}") from None
+    keys = list(entry)
+    grids = [v if isinstance(v, list) and k not in cls.list_fields else [v] for k, v in entry.items()]
+    empty = next((k for k, g in zip(keys, grids, strict=True) if not g), None)
+    if empty is not None:  # an empty axis would silently drop the whole entry from the grid
+        raise SpecError(f"{where}.{empty}: empty list (a grid axis needs at least one value)")
+    out: list[TechniqueConfig | None] = []
+    for combo in itertools.product(*grids):
+        try:
+            out.append(cls.model_validate(dict(zip(keys, combo, strict=True))))
+        except ValidationError as exc:
+            raise _field_error(exc, where) from None
+    return out
+
+
+def _export_override(spec: Spec, entry: Entry, where: str) -> tuple[Entry, ExportConfig]:
+    """Split a pruning entry's own `export:` settings (merged over the spec's) from its technique."""
+    if not isinstance(entry, dict) or "export" not in entry:
+        return entry, spec.export
+    entry = dict(entry)
+    override = entry.pop("export")
+    if not isinstance(override, dict):
+        raise SpecError(f"{where}.export: expected a mapping of export settings (got {override!r})")
+    try:
+        return entry, ExportConfig.model_validate({**spec.export.model_dump(), **override})
+    except ValidationError as exc:
+        raise _field_error(exc, f"{where}.export") from None
+
+
+def variant_axes(
+    spec: Spec,
+) -> tuple[list[tuple[TechniqueConfig | None, ExportConfig]], list[TechniqueConfig | None]]:
+    """All (pruning config, export config) pairs and all quantization configs, deduplicated.
+
+    None means no technique; the first pruning pair is always (None, spec.export): the baseline.
+    """
+    pruning: list[tuple[TechniqueConfig | None, ExportConfig]] = [(None, spec.export)]
+    quant: list[TechniqueConfig | None] = [None]
+    for i, e in enumerate(spec.variants.pruning):
+        where = f"variants.pruning[{i}]"
+        entry, xcfg = _export_override(spec, e, where)
+        pruning += [(c, xcfg) for c in expand(entry, "prune", where) if (c, xcfg) not in pruning]
+    for i, e in enumerate(spec.variants.quantization):
+        quant += [c for c in expand(e, "quantize", f"variants.quantization[{i}]") if c not in quant]
+    return pruning, quant
+
+
+def format_validation(exc: ValidationError, file: str) -> str:
+    err = exc.errors()[0]
+    skip = ("function-", "tagged-union", "source:")
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(skip))
+    msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+    got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+    extra = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
+    return f"{file}: {loc or '<root>'}: {msg}{got}{extra}"
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file, or raise SpecError with one line: file, field path, expectation."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation(exc, str(path))) from None
+    try:
+        variant_axes(spec)  # technique configs are validated now, not mid-run
+        check_data(spec)
+        if spec.search is not None:
+            from slimline.pipelines.plan.space import check_space
+
+            check_space(spec)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return spec
+
+
+# Which task reads the eval data's labels, and which its rated pairs.
+_LABELLED = {"label_field": "text-classification", "pair_field": "feature-extraction"}
+_BUILTIN_TASK = {"movie-polarity": "text-classification", "lee-similarity": "feature-extraction"}
+
+
+def check_data(spec: Spec) -> None:
+    """Labels and rated pairs only mean something to one task each: refuse them for another."""
+    task = spec.model.task
+    src = spec.data.eval
+    for key, wants in _LABELLED.items():
+        if getattr(src, key, None) and task != wants:
+            raise SpecError(f"data.eval.{key}: read by {wants} models only; model.task is {task}")
+    wants = _BUILTIN_TASK.get(getattr(src, "builtin", ""))
+    if wants and task != wants:
+        raise SpecError(f"data.eval.builtin: {src.builtin} is rated for {wants}; model.task is {task}")
