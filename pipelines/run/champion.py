@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.pipelines.manifest import LATENCY_KEYS
+from slimline.pipelines.run.rows import LATENCY_KEYS
 from slimline.pipelines.plan.plan import LOGIC_VERSIONS, Plan, Stage, stage_id
 from slimline.pipelines.ports import Executor, Observer, Registry
 from slimline.pipelines.run.noise import MIN_PAIRS, TIMED, paired_ratio

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.errors import FatalInputError
-from slimline.pipelines.manifest import environment, overall_status, variant_rows
+from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_id
 from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry
 from slimline.pipelines.report.report import write_reports

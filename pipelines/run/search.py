@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.locks import single_flight
-from slimline.pipelines.manifest import variant_rows
+from slimline.pipelines.run.rows import variant_rows
 from slimline.pipelines.plan.plan import Combo
 from slimline.pipelines.plan.space import Dim, check_space, decode, grid_points
 from slimline.pipelines.ports import Executor, Observer, Registry

@@ -1,4 +1,4 @@
-"""The run manifest: environment, per-variant rows with ratios to the baseline, overall status."""
+"""Manifest rows from a plan and its stage records: environment, variant rows with ratios, overall status."""
 
 from __future__ import annotations
 
