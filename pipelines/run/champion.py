@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.pipelines.run.rows import LATENCY_KEYS
 from slimline.pipelines.plan.plan import LOGIC_VERSIONS, Plan, Stage, stage_id
 from slimline.pipelines.ports import Executor, Observer, Registry
 from slimline.pipelines.run.noise import MIN_PAIRS, TIMED, paired_ratio
 from slimline.pipelines.run.records import succeeded
+from slimline.pipelines.run.rows import LATENCY_KEYS
 from slimline.pipelines.run.stage import Context
 from slimline.pipelines.spec.spec import Spec
 from slimline.tasks.base import Record

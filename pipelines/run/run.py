@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.errors import FatalInputError
-from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_id
 from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry
 from slimline.pipelines.report.report import write_reports
 from slimline.pipelines.run import champion
 from slimline.pipelines.run.data import RunData, prepare_data
 from slimline.pipelines.run.records import RUN_ID, RunStatus, Status, failed, succeeded
+from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.run.select import Selection, select
 from slimline.pipelines.run.stage import Context, cached
 from slimline.pipelines.spec.spec import Spec

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.locks import single_flight
-from slimline.pipelines.run.rows import variant_rows
 from slimline.pipelines.plan.plan import Combo
 from slimline.pipelines.plan.space import Dim, check_space, decode, grid_points
 from slimline.pipelines.ports import Executor, Observer, Registry
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.records import DONE
+from slimline.pipelines.run.rows import variant_rows
 from slimline.pipelines.run.run import execute, preflight, prepare, run
 from slimline.pipelines.run.select import MAXIMISE, _problems
 from slimline.pipelines.spec.search import Rung
