@@ -61,8 +61,11 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-lint: $(DEPS_STAMP)
+# ruff, then the layering contracts (pyproject.toml) on the installed package; lint-imports puts its
+# working folder on sys.path, so it runs from an empty one, where `slimline` is the installed package.
+lint: $(PKG_STAMP)
 	$(VENV)/bin/ruff check .
+	cd "$$(mktemp -d)" && $(abspath $(VENV))/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # Every tier: unit, integration (real Ray and MLflow) and e2e (the CLI and the browser).
 # The PostgreSQL-backed MLflow test starts Debian's PostgreSQL server (initdb, postgres).

@@ -38,7 +38,6 @@ from typing import Any
 import httpx
 import numpy as np
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
-from slimline.cluster.serve_app import registry_source
 from slimline.pipelines.spec.serve import ServeConfig
 from slimline.pipelines.spec.spec import load_spec
 from slimline.registry.browse import Browser, Ref
@@ -48,6 +47,7 @@ from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.serving import Predictor
 from slimline.tasks.text import builtin_corpus
 
+from slimline.adapters import registry_source
 from slimline.cli.common import stdout_to_stderr
 
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")

@@ -1,6 +1,6 @@
 """`slimline serve --emit k8s`: a KubeRay RayService running the same Serve application.
 
-The Serve controller imports `slimline.cluster.serve_app:build` with the REF and the serving
+The Serve controller imports `slimline.adapters:serve_app` with the REF and the serving
 settings as `args`; the pods read MLFLOW_TRACKING_URI from the Secret `<name>-tracking` (key
 `uri`), so no credential is written into the manifest, and each replica pulls its own copy of
 the version from the registry.
@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 from slimline.cluster.kuberay import IMAGE, URI_ENV, dns_name, dump_all, ray_cluster_spec
-from slimline.cluster.serve_app import IMPORT_PATH
 from slimline.pipelines.spec.serve import ServeConfig
 
 SERVE_PORT = 8000
+
+# The Serve controller imports this builder (the composition root picks the MLflow registry there).
+IMPORT_PATH = "slimline.adapters:serve_app"
 
 
 def _deployment(cfg: ServeConfig) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The searcher: Ray Tune samples the space (Optuna's TPE for `tpe`), runs trials as Tune trials
-with the spec's resources, and stops unpromising ones at a rung (ASHA for `asha`).
+"""The searcher: Ray Tune samples the space (sampler: Tune's generator, or Optuna's TPE), runs trials
+as Tune trials with the spec's resources, and stops unpromising ones at a rung (scheduler: ASHA).
 
 It decides nothing about compression: what a trial computes and how it scores are
 pipelines.search's; this module translates the search problem into Tune's terms and streams
@@ -40,14 +40,16 @@ def domain(dim: Dim) -> Any:
     return tune.loguniform(dim.low, dim.high) if dim.log else tune.uniform(dim.low, dim.high)
 
 
-def _searcher(problem: SearchProblem) -> Any:
-    """tpe: Optuna's TPE sampler through Tune's OptunaSearch; the others (grids included): Tune's
-    own generator."""
-    if problem.strategy != "tpe":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
+def _generator(problem: SearchProblem) -> Any:
+    """grid and random: Tune's own generator over the listed points (or the space)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        # Tune only limits concurrency by wrapping a Searcher; its own generator takes the limit itself.
-        return BasicVariantGenerator(random_state=problem.seed, max_concurrent=problem.max_concurrent or 0)
+    # Tune only limits concurrency by wrapping a Searcher; its own generator takes the limit itself.
+    return BasicVariantGenerator(random_state=problem.seed, max_concurrent=problem.max_concurrent or 0)
+
+
+def _tpe(problem: SearchProblem) -> Any:
+    """tpe: Optuna's TPE sampler through Tune's OptunaSearch."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -55,13 +57,15 @@ def _searcher(problem: SearchProblem) -> Any:
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=problem.seed, n_startup_trials=4))
 
 
-def _scheduler(problem: SearchProblem) -> Any:
-    """asha: trials report once per rung; at each rung but the last, ASHA keeps the top
-    1/reduction_factor (by score) going and stops the rest."""
-    if problem.strategy != "asha" or problem.reports < 2:
-        from ray.tune.schedulers import FIFOScheduler
+def _fifo(problem: SearchProblem) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
 
-        return FIFOScheduler()
+    return FIFOScheduler()
+
+
+def _asha(problem: SearchProblem) -> Any:
+    """Trials report once per rung; at each rung but the last, ASHA keeps the top
+    1/reduction_factor (by score) going and stops the rest."""
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
@@ -70,6 +74,14 @@ def _scheduler(problem: SearchProblem) -> Any:
         grace_period=1,
         reduction_factor=problem.reduction_factor,
     )
+
+
+# Sampler × scheduler, each resolved by name in one table (Ray Tune's own split). What a name
+# means for the search (which points, how many rungs) is pipelines' decision, not these tables'.
+SAMPLERS: dict[str, Callable[[SearchProblem], Any]] = {"grid": _generator, "random": _generator, "tpe": _tpe}
+SCHEDULERS: dict[str, Callable[[SearchProblem], Any]] = {"fifo": _fifo, "asha": _asha}
+# Tune's own generator limits its concurrency itself; a Searcher needs Tune's wrapper for it.
+_SELF_LIMITING = {_generator}
 
 
 @contextlib.contextmanager
@@ -156,6 +168,7 @@ class TuneSearcher:
             {POINT: tune.grid_search(problem.points)} if listed else {d.name: domain(d) for d in problem.dims}
         )
         resources = {"cpu": problem.cpus, "gpu": problem.gpus}
+        sampler = SAMPLERS[problem.sampler]
         with _ray_up(self.verbose):
             tuner = tune.Tuner(
                 tune.with_resources(trainable, resources),
@@ -163,11 +176,10 @@ class TuneSearcher:
                 tune_config=tune.TuneConfig(
                     metric="score",
                     mode="max",
-                    search_alg=_searcher(problem),
-                    scheduler=_scheduler(problem),
+                    search_alg=sampler(problem),
+                    scheduler=SCHEDULERS[problem.scheduler](problem),
                     num_samples=1 if listed else problem.trials,
-                    # A Searcher (tpe) is limited by Tune's wrapper; the generator limits itself.
-                    max_concurrent_trials=problem.max_concurrent if problem.strategy == "tpe" else None,
+                    max_concurrent_trials=None if sampler in _SELF_LIMITING else problem.max_concurrent,
                     time_budget_s=problem.time_s,
                     # A trial's process pays seconds of imports (torch, transformers, ORT): reuse it.
                     reuse_actors=True,

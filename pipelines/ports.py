@@ -6,6 +6,7 @@ says where stages run (Executor) or stores what it is told (Registry).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -125,8 +126,9 @@ class Registry(Protocol):
         """The store, as a URI (or a word for a store that keeps nothing)."""
         ...
 
-    def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
-        """Record the run and its variants (their ONNX models too, when the spec asks for all)."""
+    def track(self, manifest: dict[str, Any], spec: Spec, log_models: Sequence[str] = ()) -> TrackedRun:
+        """Record the run and its variants, with the ONNX models of the variant ids in `log_models`
+        (which ones is the caller's policy: `registry.log_models` in the spec)."""
         ...
 
     def register(

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +244,8 @@ class MlflowRegistry:
                 self.client.set_tag(r.info.run_id, f"{TAG}stale", "its publisher stopped before finishing")
                 self.client.set_terminated(r.info.run_id, "KILLED")
 
-    def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
-        """The parent run and one child run per variant; ONNX models too when `log_models: all`."""
+    def track(self, manifest: dict[str, Any], spec: Spec, log_models: Sequence[str] = ()) -> TrackedRun:
+        """The parent run and one child run per variant, with the ONNX models of `log_models`."""
         with bound(self.uri):
             exp = self._experiment(spec.name)
             self._close_stale(exp, manifest["run_id"])
@@ -252,10 +253,9 @@ class MlflowRegistry:
             for row in manifest["variants"]:
                 if row["status"] != Status.SKIPPED:
                     run.children[row["id"]] = self._child(exp, run.parent, row)
-            if spec.registry.log_models == "all":
-                for row in manifest["variants"]:
-                    if row["status"] in DONE:
-                        self._model(exp, run.children[row["id"]], row)
+            for row in manifest["variants"]:
+                if row["id"] in log_models:
+                    self._model(exp, run.children[row["id"]], row)
         return run
 
     def register(

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.errors import FatalInputError
+from slimline.pipelines.metrics import key_metrics
 from slimline.registry.lineage import TAG, metrics_of
 from slimline.registry.store import alias_problem, bound, client
 
-KEY_METRICS = ("fidelity", "speedup_vs_baseline", "latency_p50_ms", "size_mb")
+KEY_METRICS = key_metrics()  # shown beside each model by `slimline registry ls`
 
 
 class UnknownModel(FatalInputError):

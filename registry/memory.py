@@ -7,6 +7,7 @@ decides what a run registers and whether an alias moves; nothing outlives the pr
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ class InMemoryRegistry:
         """A store that keeps nothing."""
         return "memory (nothing is kept)"
 
-    def track(self, manifest: dict[str, Any], spec: Spec) -> TrackedRun:
-        """The run, with its variants as children (by their own ids)."""
+    def track(self, manifest: dict[str, Any], spec: Spec, log_models: Sequence[str] = ()) -> TrackedRun:
+        """The run, with its variants as children (by their own ids); models are not kept."""
         self.runs.setdefault(manifest["run_id"], {})
         return TrackedRun(manifest["run_id"], {r["id"]: r["id"] for r in manifest["variants"]})
 

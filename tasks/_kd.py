@@ -1,6 +1,6 @@
 """Pure tensor functions of knowledge distillation: the losses, masks and the LR schedule.
 
-Kept apart from `tasks.distillation.kd` (which batches text and trains) and `tasks.distill`
+Kept apart from `tasks.distillation.kd` (which batches text and trains) and `tasks.stages.distill`
 (which loads and saves models), so that the math can be read, and tested, on its own.
 """
 

@@ -68,7 +68,8 @@ class TechniqueConfig(StepConfig):
 
     Planner, spec and executors read these capabilities; none of them dispatches on a
     technique's type. A technique module (tasks/pruning/*, tasks/quantization/*,
-    tasks/distillation/*) holds one such class as `CONFIG`, and its `apply`.
+    tasks/distillation/*) holds one such class and its `apply`, bound to it with
+    `@register_technique` (tasks/techniques.py).
     """
 
     method: str
@@ -82,6 +83,12 @@ class TechniqueConfig(StepConfig):
     list_fields: ClassVar[frozenset[str]] = frozenset()
     # The model tasks it supports; a variant of another task is skipped with a reason.
     tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+    # It trains for `steps` and may stop early (`stop_after`) and be continued from its checkpoint
+    # (a search's lower rungs): its technique is registered with a `resume` check.
+    resumable: ClassVar[bool] = False
+    # Settings that make a valid config where the defaults alone do not (a required field): what
+    # tests build every technique from. Empty when the defaults are a valid config.
+    example: ClassVar[dict[str, Any]] = {}
 
     def needs_calibration(self) -> bool:
         """Whether `apply` reads calibration text (then it gets the run's calibration slice)."""

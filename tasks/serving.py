@@ -59,6 +59,24 @@ class Predictor:
             out.extend(self._results(raw, feed))
         return out
 
+    def _endpoint(self, name: str, texts: list[str], batch_size: int) -> list[Record]:
+        if name != self.endpoint:  # the same answer as the HTTP endpoint's 404
+            raise TaskError(f"this model is {self.task}: use .{self.endpoint}()")
+        return self.predict(list(texts), batch_size)
+
+    def embed(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        """Embeddings [len(texts), dim] of a feature-extraction model: what POST /embed returns."""
+        rows = self._endpoint("embed", texts, batch_size)
+        return np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+
+    def classify(self, texts: list[str], batch_size: int = 16) -> list[Record]:
+        """{label, score, scores} per text, for a classifier: what POST /classify returns."""
+        return self._endpoint("classify", texts, batch_size)
+
+    def score(self, texts: list[str], batch_size: int = 16) -> list[Record]:
+        """{token_ids, tokens, logprobs} per text, for a causal LM: what POST /score returns."""
+        return self._endpoint("score", texts, batch_size)
+
     def _results(self, raw: np.ndarray, feed: dict[str, np.ndarray]) -> list[Record]:
         mask = feed["attention_mask"]
         if self.task == "feature-extraction":

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 from slimline.pipelines.run.records import Status
 from slimline.pipelines.spec.spec import Spec, variant_axes
 from slimline.tasks.base import StepConfig, TechniqueConfig, package_version
-from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.load import LoadConfig
 from slimline.tasks.optimize import OptimizeConfig
+from slimline.tasks.stages import STAGES
 
 # The libraries whose changes change artifacts: their versions join every stage id.
 ARTIFACT_LIBRARIES = (
@@ -61,14 +61,12 @@ def stage_id(
     return f"{kind}-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Stages without a config (they measure): bump a number when what the stage computes changes,
-# so that cached results of the old computation are not reused.
-# 3: KL over top-k, rated pairs, task deltas; 4: greedy-generation agreement of decoding graphs
-LOGIC_VERSIONS = {"reference": 4, "evaluate": 4}
-
-# Rough relative cost of each stage kind (measured on MiniLM, 1 thread), for scheduling order only.
-STAGE_COST = {"load": 3.0, "prune": 1.0, "export": 8.0, "optimize": 2.0, "reference": 2.0, "quantize": 2.0}
-DISTILL_COST_PER_STEP = 0.5  # in the same units: one step of batch 16 on MiniLM
+def logic_version(kind: str) -> int:
+    """The version a stage without a config hashes into its id (see StageKind.logic_version)."""
+    version = STAGES[kind].logic_version
+    if version is None:
+        raise ValueError(f"a {kind} stage has a config: its config's version counts")
+    return version
 
 
 @dataclass
@@ -109,6 +107,10 @@ class Plan:
     baseline: str  # id of the none × none variant
     model_digest: str | None = None  # content digest of the base model, as its load stage id hashes it
 
+    def stage_of(self, variant: Variant, kind: str) -> str | None:
+        """The id of the variant's stage of `kind` in its chain, or None when it has none."""
+        return next((s for s in variant.stages if self.stages[s].kind == kind), None)
+
     def children(self, sid: str) -> list[str]:
         """Stage ids whose parent is `sid`."""
         return [s.id for s in self.stages.values() if s.parent == sid]
@@ -127,7 +129,8 @@ class Plan:
         memo: dict[str, float] = {}
         for sid in reversed(list(self.stages)):  # dependents are always added after what they need
             tail = max((memo[d] for d in dependents[sid]), default=0.0)
-            memo[sid] = _cost(self.stages[sid]) + tail
+            st = self.stages[sid]
+            memo[sid] = STAGES[st.kind].cost_of(st.config) + tail
         return memo
 
     def to_json(self) -> dict[str, Any]:
@@ -144,7 +147,7 @@ class Combo(NamedTuple):
     pruning: TechniqueConfig | None
     export: ExportConfig
     quantization: TechniqueConfig | None
-    distillation: DistillConfig | None = None
+    distillation: TechniqueConfig | None = None
 
 
 def grid_combos(spec: Spec) -> list[Combo]:
@@ -159,21 +162,19 @@ def grid_combos(spec: Spec) -> list[Combo]:
 
 
 def _resume_ids(
-    kd: DistillConfig, parent: str, extra: dict[str, Any], needs: list[str], fractions: tuple[float, ...]
+    kd: TechniqueConfig, parent: str, extra: dict[str, Any], needs: list[str], fractions: tuple[float, ...]
 ) -> list[str]:
-    """Ids of the same distillation stopped earlier (after each fraction of its steps), largest first."""
+    """Ids of the same distillation stopped earlier (after each fraction of its steps), largest first.
+
+    Only a `resumable` technique stops early and continues; its config has `steps` and `stop_after`."""
+    if not kd.resumable:
+        return []
     reached = kd.stop_after or kd.steps
     stops = sorted({math.ceil(f * kd.steps) for f in fractions if 0 < f < 1} - {0}, reverse=True)
     return [
         stage_id(parent, "distill", c.to_json(), {**extra, "needs": needs}, c.version)
         for c in (kd.model_copy(update={"stop_after": s}) for s in stops if s < reached)
     ]
-
-
-def _cost(stage: Stage) -> float:
-    if stage.kind == "distill":
-        return DISTILL_COST_PER_STEP * float(stage.config.get("stop_after") or stage.config["steps"])
-    return STAGE_COST.get(stage.kind, 1.0)
 
 
 def _label(
@@ -251,7 +252,7 @@ def build_plan(
         identity: dict[str, Any] | None = None,  # what the id hashes, when not the whole config
     ) -> str:
         config = cfg.to_json() if cfg is not None else {}
-        version = cfg.version if cfg is not None else LOGIC_VERSIONS[kind]
+        version = cfg.version if cfg is not None else logic_version(kind)
         ident = config if identity is None else identity
         sid = stage_id(parent, kind, ident, {**(extra or {}), "needs": needs or []}, version)
         stages.setdefault(sid, Stage(sid, kind, config, parent, label, res, needs or []))

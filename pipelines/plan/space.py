@@ -20,7 +20,6 @@ from slimline.pipelines.spec.search import SearchSpace
 from slimline.pipelines.spec.spec import Spec, _export_override, expand
 from slimline.tasks.base import TechniqueConfig
 from slimline.tasks.catalog import UnknownTechnique, config_class
-from slimline.tasks.distillation.kd import DistillConfig
 
 RANGE_KEYS = {"min", "max", "step", "log"}
 
@@ -172,7 +171,7 @@ def decode(spec: Spec, point: dict[str, Any]) -> Combo:
     (q,) = expand(
         _without_zero_cuts(q_entry, _class_of("quantization", q_entry, q_where)), "quantize", q_where
     )
-    kd: DistillConfig | None = None
+    kd: TechniqueConfig | None = None
     if (
         p is not None
         and p.changes_shapes
@@ -181,7 +180,7 @@ def decode(spec: Spec, point: dict[str, Any]) -> Combo:
         over = _resolve("distillation", space.distillation or {}, point, frozenset(), "distillation")
         base = spec.variants.distillation.config().to_json()
         try:
-            kd = DistillConfig.model_validate({**base, **over})
+            kd = config_class(base["method"], "distill").model_validate({**base, **over})
         except ValueError as exc:
             raise SpecError(f"search.space.distillation: {exc}".splitlines()[0]) from None
     return Combo(p, xcfg if p is not None else spec.export, q, kd)
@@ -196,7 +195,7 @@ def check_space(spec: Spec) -> list[Dim]:
     for d in dims:
         for value in d.corners():
             decode(spec, {**first, d.name: value})
-    if spec.search.strategy == "grid":
+    if spec.search.sampler == "grid":
         grid_points(dims)  # every range has a step
     return dims
 

@@ -7,29 +7,12 @@ import html
 from pathlib import Path
 from typing import Any
 
+from slimline.pipelines.metrics import columns
 from slimline.pipelines.report.search import search_lines, sensitivity_lines
 from slimline.pipelines.spec.spec import SelectSpec
 
 # Shown when at least one variant has the metric (the task and the eval data decide which).
-COLUMNS = (
-    ("fidelity", "fidelity", 4),
-    ("neighbour_agreement", "nbr@10", 3),
-    ("kl_divergence", "KL", 4),
-    ("accuracy", "accuracy", 3),
-    ("accuracy_delta", "Δacc", 3),
-    ("sts_spearman", "STS ρ", 3),
-    ("sts_spearman_delta", "ΔSTS ρ", 3),
-    ("perplexity", "ppl", 2),
-    ("generation_agreement", "gen agr", 3),
-    ("latency_p50_ms", "p50 ms", 2),
-    ("latency_p95_ms", "p95 ms", 2),
-    ("speedup_vs_baseline", "speedup", 2),
-    ("throughput", "items/s", 1),
-    ("decode_tokens_per_s", "tok/s b1", 1),
-    ("decode_tokens_per_s_b8", "tok/s b8", 1),
-    ("size_mb", "size MB", 1),
-    ("flops", "GFLOPs", 3),
-)
+COLUMNS = columns()
 
 
 def _cell(metrics: dict[str, Any], key: str, digits: int) -> str:

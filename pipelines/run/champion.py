@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.pipelines.plan.plan import LOGIC_VERSIONS, Plan, Stage, stage_id
+from slimline.pipelines.plan.plan import Plan, Stage, logic_version, stage_id
 from slimline.pipelines.ports import Executor, Observer, Registry
 from slimline.pipelines.run.noise import MIN_PAIRS, TIMED, paired_ratio
 from slimline.pipelines.run.records import succeeded
@@ -71,7 +71,7 @@ def measure(
         return None
     champ = Champion(holder.version, holder.variant)
     reference = next(
-        (sid for sid, r in records.items() if sid.startswith("reference-") and succeeded(r)), None
+        (s for s, st in plan.stages.items() if st.kind == "reference" and succeeded(records.get(s, {}))), None
     )
     if reference is None:
         champ.error = "the baseline reference did not finish"
@@ -82,7 +82,7 @@ def measure(
         champ.error = f"cannot fetch version {holder.version}: {type(exc).__name__}: {exc}"
         return champ
     digest = folder_digest(champ.graph.parent, root / "digests.json")  # cached: big graphs are read once
-    sid = stage_id(reference, "evaluate", {}, {"champion": digest}, LOGIC_VERSIONS["evaluate"])
+    sid = stage_id(reference, "evaluate", {}, {"champion": digest}, logic_version("evaluate"))
     st = Stage(sid, "evaluate", {}, KEY, f"champion v{holder.version}", needs=[reference])
     observer.started(st)
     inputs = {KEY: {"path": str(champ.graph)}, reference: records[reference]}

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from slimline.pipelines.metrics import timed
 
 # Metrics that come from timing: compared by paired ratios when both sides have samples.
-TIMED = {"latency_p50_ms", "latency_p95_ms", "throughput", "speedup_vs_baseline"}
+TIMED = timed()
 # Fewer pairs than this cannot tell two graphs apart: the bootstrap CI of a median of a handful
 # of noisy ratios is far too optimistic, and a rerun would flip verdicts. They count as tied.
 MIN_PAIRS = 20

@@ -12,6 +12,7 @@ from typing import Any
 from slimline.pipelines.locks import single_flight
 from slimline.pipelines.ports import Registry
 from slimline.pipelines.report.report import write_reports
+from slimline.pipelines.run.records import DONE
 from slimline.pipelines.run.select import gate
 from slimline.pipelines.spec.spec import Spec
 from slimline.tasks.base import write_json
@@ -75,7 +76,10 @@ def publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: P
 
 
 def _publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: Path) -> dict[str, Any]:
-    run = registry.track(manifest, spec)
+    # `log_models: all` keeps every finished variant's graph in the store, not only the registered ones.
+    every = spec.registry.log_models == "all"
+    logged = [r["id"] for r in manifest["variants"] if every and r["status"] in DONE]
+    run = registry.track(manifest, spec, logged)
     rows = {r["id"]: r for r in manifest["variants"]}
     name = spec.registry.model_name or spec.name
     registered: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ import platform
 from dataclasses import asdict
 from typing import Any
 
-from slimline.pipelines.plan.plan import Plan, library_versions
+from slimline.pipelines.plan.plan import Plan, Variant, library_versions
 from slimline.pipelines.ports import ExecutorInfo
 from slimline.pipelines.run.records import DONE, RunStatus, Status, failed, succeeded
 from slimline.tasks.base import Record, package_version
@@ -68,7 +68,7 @@ def _closure(plan: Plan, chain: list[str]) -> list[str]:
     return [sid for sid in plan.stages if sid in seen]
 
 
-def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Record]) -> dict[str, Any]:
+def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, Record]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": v.id,
         "label": v.label,
@@ -83,12 +83,12 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     }
     if v.status == Status.SKIPPED:
         return row
-    chain = [records.get(s) or failed(s.split("-")[0], "not run") for s in v.stages]
+    chain = [records.get(s) or failed(plan.stages[s].kind, "not run") for s in v.stages]
     bad = next((r for r in chain if not succeeded(r)), None)
     if bad is not None:
         row.update(status=bad["status"], reason=bad.get("reason"))
         return row
-    export_rec = next(records[s] for s in v.stages if s.startswith("export-"))
+    export_rec = records[x] if (x := plan.stage_of(v, "export")) else {}
     lat = latency.get(v.id, {})
     base_lat = latency.get(plan.baseline, {})
     m = {**chain[-1]["metrics"], **{k: export_rec[k] for k in ("params", "flops") if k in export_rec}}
@@ -100,10 +100,10 @@ def _row(plan: Plan, v: Any, records: dict[str, Record], latency: dict[str, Reco
     if lat and not succeeded(lat):
         status, row["reason"] = Status.FAILED, lat.get("reason")
     row.update(metrics=m, onnx=chain[-1]["path"], status=status)
-    quant = next((records[s] for s in v.stages if s.startswith("quantize-")), {})
+    quant = records[q] if (q := plan.stage_of(v, "quantize")) else {}
     if quant.get("sensitivity"):  # mixed precision chosen by sensitivity: the table and the choice
         row["sensitivity"], row["excluded"] = quant["sensitivity"], quant.get("excluded", [])
-    kd = next((records[s] for s in v.stages if s.startswith("distill-")), None)
+    kd = records[d] if (d := plan.stage_of(v, "distill")) else None
     if kd is not None:
         row["distillation"] = {"config": v.distillation, **{k: kd.get(k) for k in DISTILL_KEYS}}
     return row

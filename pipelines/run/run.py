@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.errors import FatalInputError
+from slimline.pipelines.manifest import Manifest
 from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_id
 from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry
 from slimline.pipelines.report.report import write_reports
@@ -248,7 +249,7 @@ def run(
     candidates = [r for r in rows if r["id"] != plan.baseline]
     choice = Selection([], {}, {}) if interrupted else select(candidates, spec.select, samples)
     base_row = next(r for r in rows if r["id"] == plan.baseline)
-    ref = next((r for sid, r in records.items() if sid.startswith("reference-")), {})
+    ref = next((records[s] for s, st in plan.stages.items() if st.kind == "reference" and s in records), {})
     manifest = {
         "run_id": run_id,
         "spec_hash": spec.digest(),
@@ -276,6 +277,8 @@ def run(
         "search": search,  # a search's trials, rungs and best-so-far (None for a grid)
     }
     write_json(root / run_id / "spec.json", spec.public())  # what `registry push` reads
+    # Through the typed contract: a field of the wrong type fails here, not in a later reader.
+    manifest = Manifest.model_validate(manifest).to_json()
     write_json(root / run_id / "manifest.json", manifest)
     write_reports(manifest, root / run_id, spec.select)
     if interrupted:

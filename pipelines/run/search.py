@@ -50,10 +50,11 @@ class TrialSetup:
 
 @dataclass(frozen=True)
 class SearchProblem:
-    """What the searcher must know: the dimensions, the strategy and its limits, the resources."""
+    """What the searcher must know: the dimensions, sampler × scheduler and their limits, the resources."""
 
     dims: list[Dim]
-    strategy: str
+    sampler: str  # grid | random | tpe: what the searcher's factory table knows
+    scheduler: str  # fifo | asha
     trials: int
     reports: int  # results a finishing trial reports (one per rung it climbs)
     seed: int = 0
@@ -104,7 +105,7 @@ def _is_baseline(combo: Combo) -> bool:
 
 
 def rungs_of(spec: Spec) -> tuple[int, ...]:
-    """asha climbs every rung; the other strategies evaluate the last (full) rung only."""
+    """Under asha trials climb every rung; under fifo they evaluate the last (full) rung only."""
     assert spec.search is not None
     n = len(spec.search.rungs)
     return tuple(range(n)) if spec.search.multi_fidelity else (n - 1,)
@@ -114,7 +115,7 @@ def at_rung(combo: Combo, rung: Rung) -> Combo:
     """The combo at a rung's fidelity: its distillation stops after that fraction of its steps
     (on the full run's schedule, so that the next rung resumes from this one's checkpoint)."""
     kd = combo.distillation
-    if kd is None or rung.distill_fraction >= 1.0:
+    if kd is None or rung.distill_fraction >= 1.0 or not kd.resumable:  # no later rung could resume it
         return combo
     stop = max(1, math.ceil(rung.distill_fraction * kd.steps))
     return combo._replace(distillation=kd.model_copy(update={"stop_after": min(stop, kd.steps)}))
@@ -303,7 +304,9 @@ class SearchLog:
         assert self.spec.search is not None
         entries = list(self.trials.values())
         return {
-            "strategy": problem.strategy,
+            "strategy": self.spec.search.label,
+            "sampler": problem.sampler,
+            "scheduler": problem.scheduler,
             "dims": [d.name for d in problem.dims],
             "rungs": [r.model_dump(mode="json") for r in self.spec.search.rungs],
             "wall_s": round(time.monotonic() - self.started, 2),
@@ -341,7 +344,9 @@ def search_and_run(
     )
     problem = SearchProblem(
         dims,
-        spec.search.strategy,
+        spec.search.sampler,
+        # One rung leaves nothing to stop early at: fifo, whatever the spec asks.
+        spec.search.scheduler if len(setup.rungs) > 1 else "fifo",
         spec.search.trials,
         len(setup.rungs),
         seed=spec.search.seed,
@@ -352,9 +357,9 @@ def search_and_run(
         gpus=float(spec.resources.gpus_per_task) if info.gpus else 0.0,
         storage=str(root / "search"),
     )
-    if spec.search.strategy == "grid":
+    if spec.search.sampler == "grid":
         problem = replace(problem, points=distinct_points(spec, dims))
-    elif spec.search.strategy in ("random", "asha"):
+    elif spec.search.sampler == "random":
         sampled = sampled_points(spec, dims, spec.search.trials, spec.search.seed)
         problem = replace(problem, points=sampled) if sampled is not None else problem
     log = SearchLog(spec)

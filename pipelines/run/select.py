@@ -5,26 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from slimline.pipelines.metrics import maximised
 from slimline.pipelines.run.noise import TIMED, Ratio, paired_ratio
 from slimline.pipelines.run.records import DONE
 from slimline.pipelines.spec.spec import SelectSpec
 
 # Metrics where larger is better; every other objective is minimised.
-MAXIMISE = {
-    "fidelity",
-    "neighbour_agreement",
-    "similarity_spearman",
-    "top1_agreement",
-    "accuracy",
-    "accuracy_delta",
-    "sts_spearman",
-    "sts_spearman_delta",
-    "throughput",
-    "speedup_vs_baseline",
-    "generation_agreement",
-    "decode_tokens_per_s",
-    "decode_tokens_per_s_b8",
-}
+MAXIMISE = maximised()
 
 
 def _problems(m: dict[str, Any], spec: SelectSpec) -> list[str]:

@@ -1,4 +1,4 @@
-"""The `search:` block of a spec: a space of recipes, a strategy, a budget and fidelity rungs.
+"""The `search:` block of a spec: a space of recipes, a sampler and a scheduler, a budget and rungs.
 
 Grids (`variants:`) keep working unchanged; a spec with `search:` is searched instead, and its
 `variants:` only sets the distillation defaults that the space does not override.
@@ -11,6 +11,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Strategy = Literal["grid", "random", "tpe", "asha"]
+Sampler = Literal["grid", "random", "tpe"]  # which recipes are tried
+Scheduler = Literal["fifo", "asha"]  # whether trials stop early at a rung
+# `strategy` (the first form of the block) names a sampler × scheduler pair; it stays accepted.
+STRATEGIES: dict[str, tuple[str, str]] = {
+    "grid": ("grid", "fifo"),
+    "random": ("random", "fifo"),
+    "tpe": ("tpe", "fifo"),
+    "asha": ("random", "asha"),
+}
 
 
 class _Strict(BaseModel):
@@ -38,7 +47,8 @@ class SearchSpace(_Strict):
     """Technique entries whose values may be lists (choices) or {min, max[, step][, log]} ranges.
 
     `pruning` and `quantization` take one entry or a list of entries (a choice among them,
-    "none" included); `distillation` takes DistillConfig fields (a range or list searches them).
+    "none" included); `distillation` takes the distillation technique's fields (a range or list
+    searches them).
     """
 
     pruning: list[Any] = Field(default_factory=lambda: ["none"], min_length=1)
@@ -57,7 +67,12 @@ class SearchSpace(_Strict):
 
 
 class SearchSpec(_Strict):
-    strategy: Strategy = "asha"
+    """How to search: `sampler` (grid | random | tpe) × `scheduler` (fifo | asha); `strategy` is an alias
+    of a pair (asha = random × asha), kept because specs written before the split use it."""
+
+    strategy: Strategy | None = None
+    sampler: Sampler = "random"
+    scheduler: Scheduler = "asha"
     trials: int = Field(default=16, ge=1, le=10_000)  # grid: ignored, the grid is every point
     budget: Budget | None = None  # wall-clock limit of the search phase; the finals still run
     space: SearchSpace = SearchSpace()
@@ -65,6 +80,24 @@ class SearchSpec(_Strict):
     seed: int = 0
     max_concurrent: int | None = Field(default=None, ge=1)  # default: as many as the resources fit
     reduction_factor: int = Field(default=2, ge=2, le=8)  # asha: keep 1/reduction_factor per rung
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_alias(cls, data: Any) -> Any:
+        name = data.get("strategy") if isinstance(data, dict) else None
+        if not isinstance(name, str) or name not in STRATEGIES:
+            return data  # absent, or wrong: the field's own check names search.strategy
+        data = dict(data)
+        for key, value in zip(("sampler", "scheduler"), STRATEGIES[name], strict=True):
+            if data.setdefault(key, value) != value:
+                raise ValueError(f"strategy {name!r} means {key}: {value}, but {key}: {data[key]!r} is set")
+        return data
+
+    @property
+    def label(self) -> str:
+        """The pair's short name: a strategy alias when there is one, else `sampler+scheduler`."""
+        pair = (self.sampler, self.scheduler)
+        return next((k for k, v in STRATEGIES.items() if v == pair), f"{self.sampler}+{self.scheduler}")
 
     @model_validator(mode="after")
     def _rungs_increase(self) -> SearchSpec:
@@ -82,5 +115,5 @@ class SearchSpec(_Strict):
 
     @property
     def multi_fidelity(self) -> bool:
-        """Whether trials climb the rungs (asha); the other strategies run the last rung only."""
-        return self.strategy == "asha" and len(self.rungs) > 1
+        """Whether trials climb the rungs (asha); under fifo every trial runs the last rung only."""
+        return self.scheduler == "asha" and len(self.rungs) > 1

@@ -15,17 +15,18 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from slimline.pipelines.errors import SpecError
+from slimline.pipelines.metrics import METRICS
 from slimline.pipelines.schedule.schedule import check_cron
 from slimline.pipelines.spec.reader import read_yaml
 from slimline.pipelines.spec.search import SearchSpec
 from slimline.pipelines.spec.serve import ServeConfig
 from slimline.tasks.base import Task, TechniqueConfig
 from slimline.tasks.catalog import UnknownTechnique, config_class
-from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.evaluate import LatencyConfig
 from slimline.tasks.export import ExportConfig
 
@@ -113,16 +114,32 @@ class DataSpec(_Strict):
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
-class DistillationSpec(DistillConfig):
-    """The distillation config itself, plus whether to distil the shape-changing variants at all."""
+# There is one distillation method: a spec need not name it, and its dump does not repeat it.
+DISTILL_METHOD = "distill"
 
-    enabled: bool = False
-    # There is one distillation method: a spec need not name it, and its dump does not repeat it.
-    method: Literal["distill"] = Field(default="distill", exclude=True)
 
-    def config(self) -> DistillConfig:
+class _DistillationSwitch:
+    """What `variants.distillation` adds to the distillation technique's own config."""
+
+    def config(self: Any) -> TechniqueConfig:
         """The technique config of the distill stage."""
-        return DistillConfig.model_validate(self.model_dump(exclude={"enabled"}))
+        return config_class(DISTILL_METHOD, "distill").model_validate(self.model_dump(exclude={"enabled"}))
+
+
+def _distillation_spec(method: str) -> type[TechniqueConfig]:
+    """The distillation technique's config (from the catalog: the spec names no technique class),
+    plus whether to distil the shape-changing variants at all; its settings are the spec's keys."""
+    return create_model(
+        "DistillationSpec",
+        __base__=(config_class(method, "distill"), _DistillationSwitch),
+        __module__=__name__,
+        __doc__=_DistillationSwitch.__doc__,
+        enabled=(bool, False),
+        method=(Literal[method], Field(default=method, exclude=True)),  # type: ignore[valid-type]
+    )
+
+
+DistillationSpec = _distillation_spec(DISTILL_METHOD)
 
 
 Entry = str | dict[str, Any]
@@ -142,33 +159,6 @@ class EvaluateSpec(_Strict):
 class Bound(_Strict):
     min: float | None = None
     max: float | None = None
-
-
-METRICS = (
-    "fidelity",
-    "neighbour_agreement",
-    "similarity_spearman",
-    "flip_rate",
-    "top1_agreement",
-    "kl_divergence",
-    "accuracy",
-    "accuracy_delta",
-    "sts_spearman",
-    "sts_spearman_delta",
-    "perplexity",
-    "perplexity_delta",
-    "generation_agreement",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "throughput",
-    "size_mb",
-    "params",
-    "flops",
-    "speedup_vs_baseline",
-    "prefill_ms",
-    "decode_tokens_per_s",
-    "decode_tokens_per_s_b8",
-)
 
 
 class SelectSpec(_Strict):
@@ -367,11 +357,20 @@ def format_validation(exc: ValidationError, file: str) -> str:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file, or raise SpecError with one line: file, field path, expectation."""
+    """Read and validate a spec file, or raise SpecError with one line: file, field path, expectation.
+
+    A search space is decoded by `slimline.api.validate` (the plan owns the space, and the spec
+    must not import the plan)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
-    data = read_yaml(path)
+    return parse_spec(read_yaml(path), str(path))
+
+
+def parse_spec(data: Any, where: str = "<spec>") -> Spec:
+    """Validate spec data (a file's, or a dict from Python), or raise SpecError with one line that
+    starts with `where` (the file, or `<spec>`): field path and expectation."""
+    path = where
     if not isinstance(data, dict):
         raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
     try:
@@ -381,10 +380,6 @@ def load_spec(path: str | Path) -> Spec:
     try:
         variant_axes(spec)  # technique configs are validated now, not mid-run
         check_data(spec)
-        if spec.search is not None:
-            from slimline.pipelines.plan.space import check_space
-
-            check_space(spec)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
     return spec

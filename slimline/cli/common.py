@@ -67,10 +67,10 @@ def fail(ctx: click.Context | None, exc: Exception) -> NoReturn:
 
 def spec_or_exit(ctx: click.Context, spec_path: str) -> Any:
     """The validated spec, or exit 2 with its one-line error."""
-    from slimline.pipelines.spec.spec import load_spec
+    from slimline.api import validate
 
     try:
-        return load_spec(spec_path)
+        return validate(spec_path)
     except FatalInputError as exc:
         fail(ctx, exc)
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +82,8 @@ def _plan_search(console: Any, spec: Any) -> None:
     sizes = [len(d.grid()) if d.kind == "choice" or d.step else None for d in dims]
     grid = math.prod(s for s in sizes if s) if all(sizes) else None
     console.print(
-        f"[bold]search[/] ({search.strategy}): the grid above is the baseline; "
-        f"{search.trials if search.strategy != 'grid' else grid} trials over {len(dims)} dimensions"
+        f"[bold]search[/] ({search.label}): the grid above is the baseline; "
+        f"{search.trials if search.sampler != 'grid' else grid} trials over {len(dims)} dimensions"
         + (f" ({grid} grid points)" if grid else " (continuous)"),
         highlight=False,
     )
@@ -153,7 +151,9 @@ def run(
     from slimline.pipelines.run.records import RunStatus
 
     spec = spec_or_exit(ctx, spec_path)
-    reg = _registry(registry_kind, tracking_uri, spec)
+    from slimline.api import registry_for
+
+    reg = registry_for(registry_kind, spec, tracking_uri)
     options = {"threads": threads, "max_in_flight": max_in_flight, "tick_id": tick_id}
     # With --json, stdout is the one JSON document: whatever Ray or MLflow print goes to stderr.
     with stdout_to_stderr(as_json):
@@ -181,23 +181,28 @@ def _sweep(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """The run's manifest; bad input exits 2 with one line, Ctrl-C exits 130 once it is written."""
+    from slimline.api import sweep
     from slimline.pipelines.report.progress import SweepProgress
     from slimline.pipelines.run.run import preflight
-    from slimline.pipelines.run.run import run as run_pipeline
     from slimline.tasks.base import TaskError
 
     try:
         reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         _warn_int8(spec)
-        with (
-            _executor(executor, address, spec, ctx.obj["debug"]) as ex,
-            SweepProgress(title=spec.name) as progress,
-        ):
+        with SweepProgress(title=spec.name) as progress:
             try:
-                if spec.search is not None:
-                    return _search(spec, ex, progress, reg, ctx.obj["debug"], options)
-                return run_pipeline(spec, ex, observer=progress, registry=reg, **options)
+                return sweep(
+                    spec,
+                    executor,
+                    reg,
+                    address=address,
+                    observer=progress,
+                    on_result=progress.trial if spec.search is not None else None,
+                    debug=ctx.obj["debug"],
+                    checked=True,
+                    **options,
+                )
             except KeyboardInterrupt:
                 pass  # the manifest is written; leave the contexts (Ray shuts down), then exit 130
     except FatalInputError as exc:  # e.g. GPUs asked of a cluster with none
@@ -211,19 +216,6 @@ def _sweep(
         err=True,
     )
     sys.exit(130)
-
-
-def _search(
-    spec: Any, ex: Any, progress: Any, reg: Registry, debug: bool, options: dict[str, Any]
-) -> dict[str, Any]:
-    """Search on Ray Tune (an embedded local Ray with --executor local), then run the finalists."""
-    from slimline.cluster.tune import TuneSearcher
-    from slimline.pipelines.run.search import search_and_run
-
-    searcher = TuneSearcher(verbose=debug)
-    return search_and_run(
-        spec, ex, searcher, observer=progress, registry=reg, on_result=progress.trial, **options
-    )
 
 
 def _publish(
@@ -260,37 +252,6 @@ def _warn_int8(spec: Any) -> None:
             "1.2-1.6x faster than fp32 here; `slimline doctor` measures it",
             err=True,
         )
-
-
-def _registry(kind: str, flag: str | None, spec: Any) -> Registry:
-    """The composition root's other choice: where results are registered (none: in memory only)."""
-    if kind == "none":
-        from slimline.registry.memory import InMemoryRegistry
-
-        return InMemoryRegistry()
-    from slimline.pipelines.uris import resolve_uri
-    from slimline.registry.adapter import MlflowRegistry
-
-    return MlflowRegistry(resolve_uri(flag, spec.registry.tracking_uri))
-
-
-@contextlib.contextmanager
-def _executor(kind: str, address: str | None, spec: Any, debug: bool) -> Iterator[Any]:
-    """The composition root's one choice: which executor runs the stages."""
-    if kind == "local":
-        from slimline.pipelines.run.local import LocalExecutor
-
-        yield LocalExecutor(reraise=debug)
-        return
-    from slimline.cluster.ray_executor import RayExecutor
-
-    with RayExecutor(
-        address=address,
-        cpus_per_task=spec.resources.cpus_per_task,
-        gpus_per_task=spec.resources.gpus_per_task,
-        verbose=debug,
-    ) as ex:
-        yield ex
 
 
 def _print_table(manifest: dict[str, Any]) -> None:

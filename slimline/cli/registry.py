@@ -167,25 +167,20 @@ def _run_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
     """The spec and manifest of a finished run's folder, or FatalInputError naming what is wrong."""
     from pydantic import ValidationError
 
+    from slimline.pipelines.manifest import Manifest
     from slimline.pipelines.spec.spec import Spec, format_validation
     from slimline.tasks.base import read_json_or_none
 
     if not (folder / "manifest.json").is_file() or not (folder / "spec.json").is_file():
         raise FatalInputError(f"{folder}: expected a run folder with manifest.json and spec.json")
-    data, manifest = (read_json_or_none(folder / f, f) for f in ("spec.json", "manifest.json"))
+    data = read_json_or_none(folder / "spec.json", "spec.json")
     if not isinstance(data, dict):
         raise FatalInputError(f"{folder / 'spec.json'}: <root>: expected a JSON object of spec keys")
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise FatalInputError(format_validation(exc, str(folder / "spec.json"))) from None
-    keys = ("run_id", "status", "variants", "selected", "baseline")
-    missing = [k for k in keys if not isinstance(manifest, dict) or k not in manifest]
-    if missing:
-        raise FatalInputError(
-            f"{folder / 'manifest.json'}: not a slimline manifest (missing {', '.join(missing)})"
-        )
-    return spec, manifest
+    return spec, Manifest.load(folder / "manifest.json").to_json()
 
 
 def echo_registered(manifest: dict[str, Any]) -> None:

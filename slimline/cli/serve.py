@@ -53,11 +53,6 @@ def serve_config(spec_serve: ServeConfig | None, flags: dict[str, Any]) -> Serve
         raise FatalInputError(f"--{where.replace('_', '-')}: {msg}") from None
 
 
-def cache_root() -> Path:
-    """Where pulled versions are kept for serving."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slimline" / "serve"
-
-
 def _variant_source(variant: str, artifacts: Path) -> Any | None:
     """A run's variant by id (newest run first), or None when no manifest under `artifacts` has it."""
     from slimline.cluster.serve import ServeSource
@@ -79,7 +74,7 @@ def _variant_source(variant: str, artifacts: Path) -> Any | None:
 def resolve(ref: str, uri: str, artifacts: Path) -> Any:
     """The ServeSource REF names: a run's variant under `artifacts`, else a registry version
     (pulled once into the local cache); FatalInputError when nothing matches."""
-    from slimline.cluster.serve_app import registry_source
+    from slimline.adapters import cache_root, registry_source
 
     if "@" not in ref and "/" not in ref:
         local = _variant_source(ref, artifacts)

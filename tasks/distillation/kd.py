@@ -5,7 +5,7 @@ fidelity. A short distillation on unlabeled text wins most of it back:
 - encoders (feature-extraction) match every layer's hidden states (relative MSE) and the last
   layer's direction (cosine per token and of the pooled embedding);
 - classifiers and causal LMs match the teacher's softened logits (KL).
-The pure math lives in `tasks._kd`; the stage that loads and saves models is `tasks.distill`.
+The pure math lives in `tasks._kd`; the stage that loads and saves models is `tasks.stages.distill`.
 
 Training is seeded: the same config, text, device and thread count give the same student.
 Dropout is off (the model stays in eval mode) because the student should copy the teacher's
@@ -27,12 +27,14 @@ from slimline.tasks import _kd, inputs
 from slimline.tasks.base import Record, TaskError, TechniqueConfig
 from slimline.tasks.inputs import input_names
 from slimline.tasks.runtime import cuda_usable
+from slimline.tasks.techniques import Resume, register_technique
 
 
 class DistillConfig(TechniqueConfig):
     """Distil each shape-changed student from the base model (set as `variants.distillation`)."""
 
     stage: ClassVar = "distill"
+    resumable: ClassVar = True  # see `resumable` below; the plan lets a search's rungs resume it
     method: Literal["distill"] = "distill"
     steps: int = Field(default=200, ge=1)
     lr: float = Field(default=1e-4, gt=0)
@@ -66,7 +68,6 @@ class DistillConfig(TechniqueConfig):
         return data
 
 
-CONFIG = DistillConfig
 STATE = "distill_state.pt"  # beside the saved student of a stopped run: optimizer, schedule, losses
 
 
@@ -145,6 +146,7 @@ def _loss(task: str, student: Any, teacher: Any, enc: dict[str, torch.Tensor], t
     return _kd.logit_kl(s_out.logits, t_out.logits, t, mask if task == "causal-lm" else None)
 
 
+@register_technique(DistillConfig, resume=Resume(state_file=STATE, step=resumable))
 def distill(
     cfg: DistillConfig,
     student: torch.nn.Module,

@@ -2,6 +2,6 @@
 
 Import name: `slimline.tasks.pruning` (this folder is `tasks/pruning/` in the repository).
 
-A module holds `CONFIG` (a TechniqueConfig with stage "prune") and
-`apply(cfg, model, batches) -> Record`, which prunes the torch model in place.
+A module holds a TechniqueConfig with stage "prune" and `apply(cfg, model, batches) -> Record`,
+bound to it with `@register_technique` (tasks/techniques.py), which prunes the torch model in place.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -10,17 +10,16 @@ from slimline.tasks import _structural as st
 from slimline.tasks.base import Record
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.pruning._importance import StructuredCut, input_abs_means, require_batches
+from slimline.tasks.techniques import register_technique
 from torch import Tensor, nn
 
 
 class FFNConfig(StructuredCut):
     """Remove `amount` of the FFN intermediate channels in every layer."""
 
+    example: ClassVar = {"amount": 0.25}
     method: Literal["ffn"] = "ffn"
     amount: float = Field(gt=0.0, lt=1.0)
-
-
-CONFIG = FFNConfig
 
 
 def prune_ffn(model: nn.Module, cfg: FFNConfig, batches: list[dict[str, Tensor]] | None = None) -> Record:
@@ -54,6 +53,7 @@ def prune_ffn(model: nn.Module, cfg: FFNConfig, batches: list[dict[str, Tensor]]
     return {"ffn_before": width, "ffn_after": keep_n, "channels_removed": removed}
 
 
+@register_technique(FFNConfig)
 def apply(cfg: FFNConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
     """Prune in place; the record has the widths before and after."""
     rec = prune_ffn(model, cfg, batches)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from slimline.tasks import _heads
@@ -10,17 +10,16 @@ from slimline.tasks import _structural as st
 from slimline.tasks.base import Record
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.pruning._importance import StructuredCut, input_abs_means, require_batches
+from slimline.tasks.techniques import register_technique
 from torch import Tensor, nn
 
 
 class HeadsConfig(StructuredCut):
     """Remove `amount` of the attention heads (whole KV groups under GQA) in every layer."""
 
+    example: ClassVar = {"amount": 0.5}
     method: Literal["heads"] = "heads"
     amount: float = Field(gt=0.0, lt=1.0)
-
-
-CONFIG = HeadsConfig
 
 
 def prune_heads(model: nn.Module, cfg: HeadsConfig, batches: list[dict[str, Tensor]] | None = None) -> Record:
@@ -49,6 +48,7 @@ def prune_heads(model: nn.Module, cfg: HeadsConfig, batches: list[dict[str, Tens
     return {"heads_before": before, "heads_after": after, "groups_removed": removed, "head_dim": head_dim}
 
 
+@register_technique(HeadsConfig)
 def apply(cfg: HeadsConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
     """Prune in place; the record has the head counts before and after, per layer."""
     return prune_heads(model, cfg, batches)

@@ -25,6 +25,7 @@ from slimline.tasks._heads import HEADS_KEY
 from slimline.tasks.base import LAX, Record, TaskError
 from slimline.tasks.families import Family, detect, get_path, layers_of
 from slimline.tasks.pruning._importance import StructuredCut, require_batches
+from slimline.tasks.techniques import register_technique
 from torch import Tensor, nn
 
 # Config key with the original index of every kept layer: lets distillation pair a student layer
@@ -46,6 +47,7 @@ LAYER_COUNT = {
 class LayersConfig(StructuredCut):
     """Remove `amount` of the transformer layers (the least important), or the layers listed in `drop`."""
 
+    example: ClassVar = {"amount": 0.25}
     method: Literal["layers"] = "layers"
     list_fields: ClassVar = frozenset({"drop"})
     amount: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -66,9 +68,6 @@ class LayersConfig(StructuredCut):
 
     def needs_calibration(self) -> bool:
         return self.drop is None and self.importance == "activation"
-
-
-CONFIG = LayersConfig
 
 
 def weight_scores(model: nn.Module, fam: Family) -> list[float]:
@@ -176,6 +175,7 @@ def prune_layers(
     return {"layers_before": n, "layers_after": len(kept), "layers_removed": drop, "layer_scores": scores}
 
 
+@register_technique(LayersConfig)
 def apply(cfg: LayersConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
     """Prune in place; the record has the layer counts, the removed indices and the scores (if scored)."""
     return prune_layers(model, cfg, batches)

@@ -10,6 +10,7 @@ from slimline.tasks import _sparsity as sp
 from slimline.tasks import _structural as st
 from slimline.tasks.base import Record, TaskError, TechniqueConfig
 from slimline.tasks.families import block_linears, detect
+from slimline.tasks.techniques import register_technique
 from torch import Tensor, nn
 
 
@@ -49,9 +50,6 @@ class MagnitudeConfig(TechniqueConfig):
         return 0.5 if self.sparsity is None else self.sparsity
 
 
-CONFIG = MagnitudeConfig
-
-
 def prune_magnitude(model: nn.Module, cfg: MagnitudeConfig) -> float:
     """Zero block weights in place; returns the achieved sparsity over those weights."""
     mods = [m for _, m in block_linears(model, detect(model))]
@@ -76,6 +74,7 @@ def prune_magnitude(model: nn.Module, cfg: MagnitudeConfig) -> float:
     return sp.sparsity_of([x.weight for x in mods])
 
 
+@register_technique(MagnitudeConfig)
 def apply(cfg: MagnitudeConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
     """Prune in place; the record has the target and the achieved sparsity."""
     return {"sparsity_target": cfg.target_sparsity, "sparsity": prune_magnitude(model, cfg)}

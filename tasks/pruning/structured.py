@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from slimline.tasks.base import Record
 from slimline.tasks.pruning import ffn, heads, layers
 from slimline.tasks.pruning._importance import StructuredCut
+from slimline.tasks.techniques import register_technique
 from torch import Tensor, nn
 
 Part = layers.LayersConfig | heads.HeadsConfig | ffn.FFNConfig
@@ -16,6 +17,7 @@ Part = layers.LayersConfig | heads.HeadsConfig | ffn.FFNConfig
 class StructuredConfig(StructuredCut):
     """Remove `layers` of the layers, then `heads` of the attention heads and `ffn` of the FFN channels."""
 
+    example: ClassVar = {"heads": 0.5, "ffn": 0.25}
     method: Literal["structured"] = "structured"
     layers: float | None = Field(default=None, gt=0.0, lt=1.0)
     heads: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -44,11 +46,10 @@ class StructuredConfig(StructuredCut):
             out.append(ffn.FFNConfig(amount=self.ffn, importance=self.importance))
         return out
 
-
-CONFIG = StructuredConfig
 _APPLY = {"layers": layers.apply, "heads": heads.apply, "ffn": ffn.apply}
 
 
+@register_technique(StructuredConfig)
 def apply(cfg: StructuredConfig, model: nn.Module, batches: list[dict[str, Tensor]] | None = None) -> Record:
     """Cut layers, heads, then FFN channels (those given); one record with all of them."""
     rec: Record = {}

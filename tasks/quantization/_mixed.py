@@ -4,10 +4,11 @@ weight MatMuls that int8 hurts most in fp32 (the measurement is tasks.sensitivit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from slimline.tasks.base import TaskError, TechniqueConfig
+from slimline.tasks.base import LAX, TaskError
+from slimline.tasks.quantization import QuantizeConfig
 from slimline.tasks.sensitivity import matmul_sensitivity, most_sensitive
 
 
@@ -18,10 +19,21 @@ class AutoExclude(BaseModel):
     auto: int = Field(ge=0)
 
 
-class MixedPrecision(TechniqueConfig):
-    """An int8 config that may keep its most sensitive MatMuls in fp32."""
+class Int8Config(QuantizeConfig):
+    """ONNX Runtime int8 that quantizes activations too (dynamic, static): the settings they share,
+    and `exclude: {auto: k}`, which keeps the k most sensitive MatMuls in fp32."""
 
+    list_fields: ClassVar[frozenset[str]] = frozenset({"nodes_to_exclude"})
+    # Each method declares these two again with its own default (a label lists a config's own
+    # fields first, in their order, and variant ids hash labels).
+    per_channel: bool  # a weight scale per output channel, not per tensor
+    reduce_range: bool  # 7-bit weights: no u8 x s8 overflow on CPUs without VNNI
+    nodes_to_exclude: Annotated[tuple[str, ...], LAX] = ()  # node names left in float
     exclude: AutoExclude | None = None
+
+    def sensitivity_op_types(self) -> tuple[str, ...]:
+        """The weight ops `exclude: {auto: k}` measures: those this method quantizes (MatMul)."""
+        return ("MatMul",)
 
     def to_json(self) -> dict[str, Any]:
         # Left out when unset: the stage ids of every int8 graph before `exclude` existed stay.
@@ -42,7 +54,7 @@ class MixedPrecision(TechniqueConfig):
 
 
 def auto_exclusions(
-    cfg: MixedPrecision, src: Path, calibration: list[str] | None, max_length: int
+    cfg: Int8Config, src: Path, calibration: list[str] | None, max_length: int
 ) -> tuple[list[str], dict[str, Any]]:
     """The node names to keep in fp32 and the record fields that say why (table and choice)."""
     if cfg.exclude is None:
@@ -51,12 +63,13 @@ def auto_exclusions(
         return [], {"excluded": []}
     if not calibration:
         raise TaskError(f"{cfg.method}: exclude: {{auto: ...}} needs calibration text")
-    per_channel = bool(getattr(cfg, "per_channel", False))
-    reduce_range = bool(getattr(cfg, "reduce_range", False))
-    # Static int8 quantizes Gemm too (its op_types say so); dynamic int8 only MatMul.
-    op_types = tuple(getattr(cfg, "op_types", ("MatMul",)))
     table = matmul_sensitivity(
-        src, calibration, max_length, per_channel=per_channel, reduce_range=reduce_range, op_types=op_types
+        src,
+        calibration,
+        max_length,
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
+        op_types=cfg.sensitivity_op_types(),
     )
     chosen = most_sensitive(table, cfg.exclude.auto)
     return chosen, {"sensitivity": table, "excluded": chosen}

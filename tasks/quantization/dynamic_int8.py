@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 
-from slimline.tasks.base import LAX
 from slimline.tasks.quantization import ORT_EXTRA_OPTIONS
-from slimline.tasks.quantization._mixed import MixedPrecision, auto_exclusions
+from slimline.tasks.quantization._mixed import Int8Config, auto_exclusions
+from slimline.tasks.techniques import register_technique
 
 
-class DynamicInt8Config(MixedPrecision):
+class DynamicInt8Config(Int8Config):
     """Dynamic int8: weights quantized offline, activations at run time."""
 
-    stage: ClassVar = "quantize"
-    list_fields: ClassVar = frozenset({"nodes_to_exclude"})
     method: Literal["dynamic-int8"] = "dynamic-int8"
     per_channel: bool = False
     reduce_range: bool = False
-    nodes_to_exclude: Annotated[tuple[str, ...], LAX] = ()
 
 
-CONFIG = DynamicInt8Config
-
-
+@register_technique(DynamicInt8Config)
 def apply(
     cfg: DynamicInt8Config,
     src: Path,

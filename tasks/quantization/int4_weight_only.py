@@ -7,13 +7,25 @@ from typing import Any, ClassVar, Literal
 
 import onnx
 from pydantic import Field, ValidationInfo, field_validator
-from slimline.tasks.base import SkipVariant, TechniqueConfig
+from slimline.tasks.base import SkipVariant
+from slimline.tasks.quantization import QuantizeConfig
+from slimline.tasks.techniques import register_technique
 
 
-class Int4Config(TechniqueConfig):
+class WeightOnlyConfig(QuantizeConfig):
+    """Weight-only quantization of MatMul weights to MatMulNBits, blockwise (int4, int8): the
+    settings `quantize_weights` reads. Each method declares them again with its own defaults (a
+    label lists a config's own fields first, in their order, and variant ids hash labels)."""
+
+    bits: ClassVar[int]
+    block_size: int  # weights per block along K, each block with its own scale
+    symmetric: bool  # zero point fixed at 2^(bits-1), or fitted per block
+    accuracy_level: int | None  # 4: int8 activations inside MatMulNBits; None: fp32 activations
+
+
+class Int4Config(WeightOnlyConfig):
     """Weight-only int4 of MatMul weights (MatMulNBits), blockwise."""
 
-    stage: ClassVar = "quantize"
     bits: ClassVar[int] = 4
     method: Literal["int4-weight-only"] = "int4-weight-only"
     block_size: int = Field(default=32, ge=16)
@@ -49,23 +61,16 @@ class Int4Config(TechniqueConfig):
         return data
 
 
-CONFIG = Int4Config
-
-
-def quantize_weights(cfg: Int4Config, src: Path, dst: Path) -> None:
-    """Quantize the constant MatMul weights of `src` to `cfg.bits` bits into `dst` (MatMulNBits)."""
+def quantize_weights(cfg: WeightOnlyConfig, src: Path, dst: Path, *, hqq: bool = False) -> None:
+    """Quantize the constant MatMul weights of `src` to `cfg.bits` bits into `dst` (MatMulNBits),
+    rounding each block to its nearest levels, or (`hqq`) fitting its scale and zero point."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         HQQWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
 
-    algorithm = getattr(cfg, "algorithm", "rtn")
-    if algorithm == "affine":
-        return _quantize_affine(cfg, src, dst)
-    algo = None
-    if algorithm == "hqq":
-        algo = HQQWeightOnlyQuantConfig(block_size=cfg.block_size, bits=cfg.bits)
+    algo = HQQWeightOnlyQuantConfig(block_size=cfg.block_size, bits=cfg.bits) if hqq else None
     quant = MatMulNBitsQuantizer(
         onnx.load(str(src)),
         bits=cfg.bits,
@@ -96,6 +101,10 @@ def _quantize_affine(cfg: Int4Config, src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+@register_technique(Int4Config)
 def apply(cfg: Int4Config, src: Path, dst: Path, **_: object) -> None:
     """Quantize the constant MatMul weights of `src` to 4 bits into `dst`."""
-    quantize_weights(cfg, src, dst)
+    if cfg.algorithm == "affine":
+        _quantize_affine(cfg, src, dst)
+    else:
+        quantize_weights(cfg, src, dst, hqq=cfg.algorithm == "hqq")

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
-from slimline.tasks.base import TechniqueConfig
-from slimline.tasks.quantization.int4_weight_only import quantize_weights
+from slimline.tasks.quantization.int4_weight_only import WeightOnlyConfig, quantize_weights
+from slimline.tasks.techniques import register_technique
 
 
-class Int8WeightOnlyConfig(TechniqueConfig):
+class Int8WeightOnlyConfig(WeightOnlyConfig):
     """Weight-only int8 of MatMul weights (MatMulNBits), blockwise."""
 
-    stage: ClassVar = "quantize"
     bits: ClassVar[int] = 8
     method: Literal["int8-weight-only"] = "int8-weight-only"
     block_size: int = Field(default=32, ge=16)
@@ -26,9 +25,7 @@ class Int8WeightOnlyConfig(TechniqueConfig):
     accuracy_level: int | None = Field(default=None, ge=0, le=4)
 
 
-CONFIG = Int8WeightOnlyConfig
-
-
+@register_technique(Int8WeightOnlyConfig)
 def apply(cfg: Int8WeightOnlyConfig, src: Path, dst: Path, **_: object) -> None:
     """Quantize the constant MatMul weights of `src` to 8 bits into `dst`."""
-    quantize_weights(cfg, src, dst)  # type: ignore[arg-type]
+    quantize_weights(cfg, src, dst)

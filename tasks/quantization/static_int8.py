@@ -13,14 +13,14 @@ from slimline.tasks.base import LAX, TaskError
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import encode
 from slimline.tasks.quantization import ORT_EXTRA_OPTIONS
-from slimline.tasks.quantization._mixed import MixedPrecision, auto_exclusions
+from slimline.tasks.quantization._mixed import Int8Config, auto_exclusions
+from slimline.tasks.techniques import register_technique
 
 
-class StaticInt8Config(MixedPrecision):
+class StaticInt8Config(Int8Config):
     """Static int8 in QDQ format, activation ranges calibrated on real text."""
 
-    stage: ClassVar = "quantize"
-    list_fields: ClassVar = frozenset({"op_types", "nodes_to_exclude"})
+    list_fields: ClassVar = Int8Config.list_fields | {"op_types"}
     method: Literal["static-int8"] = "static-int8"
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
@@ -32,13 +32,12 @@ class StaticInt8Config(MixedPrecision):
     op_types: Annotated[tuple[str, ...], LAX] = ("MatMul", "Gemm", "Gather")
     # Leave activation x activation products (attention scores) in float, as dynamic int8 does.
     weight_matmuls_only: bool = True
-    nodes_to_exclude: Annotated[tuple[str, ...], LAX] = ()
 
     def needs_calibration(self) -> bool:
         return True
 
-
-CONFIG = StaticInt8Config
+    def sensitivity_op_types(self) -> tuple[str, ...]:
+        return self.op_types  # Gemm too, when its op_types say so
 
 
 class _TextReader:
@@ -70,6 +69,7 @@ def _activation_matmuls(onnx_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not consts.intersection(n.input)]
 
 
+@register_technique(StaticInt8Config)
 def apply(
     cfg: StaticInt8Config,
     src: Path,

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimline.tasks.base import Record, TechniqueConfig, atomic_dir
-from slimline.tasks.catalog import technique_of
+from slimline.tasks.catalog import make_config, technique_of
 from slimline.tasks.inputs import batches
 from slimline.tasks.load import load_pretrained, load_tokenizer, save_pretrained
 from slimline.tasks.profile import count_params
+from slimline.tasks.stages.base import StageCall, StageKind
 
 
 def apply(
@@ -40,3 +41,24 @@ def apply(
         save_pretrained(model, tok, tmp)
     rec.update(path=str(out_dir), params_before=params_before, params=params_after, nonzero_params=nonzero)
     return rec
+
+
+# The stage kind (see tasks/stages/base.py). Imported here, below `apply`, so that this part and
+# the technique part above can be edited apart; hoist into the imports when convenient.
+
+
+def run(call: StageCall) -> Record:
+    """Prune the parent's model with the technique the config names (calibration text if it reads any)."""
+    ctx = call.ctx
+    cfg = make_config(call.config, "prune")
+    return apply(
+        cfg, call.src, call.out, task=ctx.task, calibration=ctx.calibration, max_length=ctx.max_length
+    )
+
+
+STAGE = StageKind(
+    kind="prune",
+    run=run,
+    doc="apply one pruning technique to the base model and save it at its new size",
+    cost=1.0,
+)

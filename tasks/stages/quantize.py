@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from slimline.tasks.base import Record, TechniqueConfig, atomic_dir
-from slimline.tasks.catalog import technique_of
+from slimline.tasks.catalog import make_config, technique_of
 from slimline.tasks.graph import (
     ONNX_NAME,
     copy_sidecars,
@@ -21,6 +21,7 @@ from slimline.tasks.graph import (
     without_initializer_shapes,
 )
 from slimline.tasks.runtime import quiet_root_logger
+from slimline.tasks.stages.base import StageCall, StageKind
 
 
 def _private_input(src: Path, where: Path) -> Path:
@@ -76,3 +77,28 @@ def apply(
         "compression": before / after if after else float("nan"),
         **(extra or {}),
     }
+
+
+# The stage kind (see tasks/stages/base.py). Imported here, below `apply`, so that this part and
+# the technique part above can be edited apart; hoist into the imports when convenient.
+
+
+def run(call: StageCall) -> Record:
+    """Quantize the parent's graph with the technique the config names."""
+    ctx = call.ctx
+    return apply(
+        make_config(call.config, "quantize"),
+        call.src,
+        call.out,
+        device=ctx.device,
+        calibration=ctx.calibration,
+        max_length=ctx.max_length,
+    )
+
+
+STAGE = StageKind(
+    kind="quantize",
+    run=run,
+    doc="apply one quantization technique to the optimised graph",
+    cost=2.0,
+)

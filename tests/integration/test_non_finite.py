@@ -13,6 +13,7 @@ from slimline.pipelines.run.run import run
 from slimline.pipelines.spec.spec import load_spec
 from slimline.tasks import catalog
 from slimline.tasks.base import Record, TechniqueConfig
+from slimline.tasks.techniques import register_technique
 
 
 class PoisonConfig(TechniqueConfig):
@@ -22,9 +23,7 @@ class PoisonConfig(TechniqueConfig):
     method: Literal["test-poison"] = "test-poison"
 
 
-CONFIG = PoisonConfig
-
-
+@register_technique(PoisonConfig)
 def apply(cfg: PoisonConfig, model: torch.nn.Module, batches: object = None) -> Record:
     with torch.no_grad():
         model.encoder.layer[0].attention.self.query.weight[0, 0] = float("nan")

@@ -1,6 +1,7 @@
-"""`slimline serve` as a user runs it: a real sweep registers two versions in SQLite MLflow, the
-CLI serves NAME@champion on Ray Serve (127.0.0.1) with --follow, and a client checks answers,
-errors, an alias move under steady traffic, and that stopping frees the port."""
+"""`slimline serve` as a user runs it: a real sweep, started from the Python API, registers two
+versions in SQLite MLflow, the CLI serves NAME@champion on Ray Serve (127.0.0.1) with --follow, and
+a client checks answers (the same as `slimline.load` gives), errors, an alias move under steady
+traffic, and that stopping frees the port."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ import yaml
 from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
+from slimline import api
+
 TEXTS = ["The river rose after a week of rain.", "A short one.", "Prices fell again this spring, sharply."]
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_model, tiny_spec, slimline) -> dict:
-    """A sweep of a tiny encoder that registers two int8 versions of `tiny-serve`."""
+def registry(tmp_path_factory, tiny_model, tiny_spec) -> dict:
+    """A sweep of a tiny encoder, run by `slimline.run`, that registers two int8 versions of `tiny-serve`."""
     root = tmp_path_factory.mktemp("serve")
     store = f"sqlite:///{root / 'mlflow.db'}"
     spec = tiny_spec(
@@ -45,8 +48,8 @@ def registry(tmp_path_factory, tiny_model, tiny_spec, slimline) -> dict:
     )
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    done = slimline("run", str(path), "--executor", "local")
-    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = api.run(path, executor="local")  # the spec's own tracking URI, as the CLI reads it
+    assert manifest.status == "succeeded" and len(manifest.registered) == 2, manifest.status
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     versions = sorted(int(v.version) for v in client.search_model_versions("name='tiny-serve'"))
     assert len(versions) == 2, versions
@@ -116,6 +119,16 @@ def test_embeddings_equal_a_direct_run_of_the_registered_file(server, registry, 
     assert model["name"] == "tiny-serve" and model["version"] == registry["champion"]
     assert model["alias"] == "champion" and len(model["lineage"]["variant_id"]) > 8
     assert httpx.get(server["url"] + "/healthz", timeout=30).json() == {"status": "ok"}
+
+
+def test_the_python_api_loads_what_the_endpoint_serves(server, registry, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where slimline.load pulls the version
+    model = api.load("tiny-serve@champion", tracking_uri=registry["store"])
+    r = httpx.post(server["url"] + "/embed", json={"texts": TEXTS}, timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(model.embed(TEXTS), np.array(r.json()["embeddings"]), atol=1e-5)
+    with pytest.raises(api.TaskError, match=r"use \.embed"):
+        model.classify(TEXTS)
 
 
 @pytest.mark.parametrize(

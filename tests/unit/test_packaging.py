@@ -50,11 +50,21 @@ def test_python_dash_m_slimline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["slimline.tasks", "slimline.tasks.catalog", "slimline.tasks.stages.quantize", "slimline.cli.main"],
+    [
+        "slimline",
+        "slimline.api",
+        "slimline.tasks",
+        "slimline.tasks.catalog",
+        "slimline.tasks.stages.quantize",
+        "slimline.pipelines",
+        "slimline.pipelines.run.run",
+        "slimline.cli.main",
+    ],
 )
 def test_importing_does_not_import_ray_or_mlflow(module: str, tmp_path: Path) -> None:
     code = (
-        f"import sys, {module}; bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; "
+        f"import sys, {module}, slimline; slimline.run; "
+        "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; "
         "print(bad); sys.exit(bool(bad))"
     )
     proc = _python(code, tmp_path)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from slimline.cluster.kuberay_serve import rayservice
-from slimline.cluster.serve_app import IMPORT_PATH
+from slimline.cluster.kuberay_serve import IMPORT_PATH, rayservice
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.spec.serve import ServeConfig
 

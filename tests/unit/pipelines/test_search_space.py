@@ -11,7 +11,9 @@ from slimline.pipelines.plan.plan import build_plan
 from slimline.pipelines.plan.space import check_space, decode, dimensions, grid_points
 from slimline.pipelines.run.search import INFEASIBLE, SearchLog, at_rung, rungs_of, sampled_points, score
 from slimline.pipelines.spec.search import Rung
-from slimline.pipelines.spec.spec import SelectSpec, Spec, load_spec
+from slimline.pipelines.spec.spec import SelectSpec, Spec
+
+from slimline.api import validate
 
 SPACE = {
     "pruning": [
@@ -36,7 +38,7 @@ def _spec(tmp_path: Path, **search: object) -> Spec:
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_spec(path)
+    return validate(path)  # the space too: the spec alone does not decode it
 
 
 def test_space_flattens_to_named_dimensions(tmp_path: Path) -> None:
@@ -89,6 +91,8 @@ def test_grid_needs_steps_and_covers_every_point(tmp_path: Path) -> None:
     ("search", "message"),
     [
         ({"strategy": "bayes"}, "search.strategy"),
+        ({"strategy": None, "sampler": "bayes"}, "search.sampler"),
+        ({"strategy": "grid", "sampler": "tpe"}, "strategy 'grid' means sampler: grid"),
         ({"rungs": [{"eval_samples": 32}, {"eval_samples": 16, "distill_fraction": 1.0}]}, "last rung"),
         ({"rungs": [{"eval_samples": 64}, {"eval_samples": 32}, {}]}, "must not decrease"),
         ({"space": {"pruning": [{"method": "heads", "amount": {"min": 0.6, "max": 0.2}}]}}, "min < max"),
@@ -122,9 +126,8 @@ def test_rungs_stop_distillation_on_the_full_schedule(tmp_path: Path) -> None:
     assert low.distillation.stop_after == 10 and low.distillation.steps == 40
     assert at_rung(combo, spec.search.rungs[1]) == combo
     assert rungs_of(spec) == (0, 1)
-    assert rungs_of(
-        spec.model_copy(update={"search": spec.search.model_copy(update={"strategy": "tpe"})})
-    ) == (1,)
+    fifo = spec.search.model_copy(update={"sampler": "tpe", "scheduler": "fifo"})
+    assert rungs_of(spec.model_copy(update={"search": fifo})) == (1,)
     # The full distillation may resume from the quarter-way stage: its id is a resume candidate.
     plan = build_plan(spec, "d", train_digest="t", combos=[combo], resume_fractions=(0.25, 1.0))
     partial = build_plan(spec, "d", train_digest="t", combos=[low])
@@ -180,7 +183,7 @@ def test_the_packaged_search_example_is_valid() -> None:
     from importlib import resources
 
     path = resources.files("slimline.pipelines.examples").joinpath("minilm-search.yaml")
-    spec = load_spec(Path(str(path)))
+    spec = validate(Path(str(path)))
     names = {d.name for d in check_space(spec)}
     assert spec.search.multi_fidelity and {"pruning.1.heads", "quantization.2.exclude.auto"} <= names
     assert spec.search.space.distillation == {"steps": {"max": 200}}
@@ -202,3 +205,21 @@ def test_random_and_asha_sample_distinct_candidates_of_a_finite_space(tmp_path: 
         != sampled_points(spec, dims, 4, seed=1)
     )
     assert sampled_points(_spec(tmp_path), check_space(_spec(tmp_path)), 4, seed=0) is None  # a float range
+
+
+@pytest.mark.parametrize(
+    ("search", "pair", "label"),
+    [
+        ({}, ("random", "asha"), "asha"),
+        ({"strategy": "grid", "space": {"quantization": ["none", "dynamic-int8"]}}, ("grid", "fifo"), "grid"),
+        ({"strategy": "tpe"}, ("tpe", "fifo"), "tpe"),
+        ({"strategy": None, "sampler": "tpe", "scheduler": "asha"}, ("tpe", "asha"), "tpe+asha"),
+        ({"strategy": None, "sampler": "random", "scheduler": "fifo"}, ("random", "fifo"), "random"),
+    ],
+)
+def test_strategy_is_an_alias_of_a_sampler_and_a_scheduler(
+    tmp_path: Path, search: dict, pair: tuple[str, str], label: str
+) -> None:
+    spec = _spec(tmp_path, **{k: v for k, v in search.items()})
+    assert (spec.search.sampler, spec.search.scheduler) == pair and spec.search.label == label
+    assert spec.search.multi_fidelity is False  # one rung: nothing to stop early at

@@ -23,6 +23,7 @@ from slimline.registry.memory import InMemoryRegistry
 from slimline.tasks import catalog
 from slimline.tasks.base import Record, TechniqueConfig
 from slimline.tasks.families import block_linears, detect
+from slimline.tasks.techniques import register_technique
 
 
 class ShrinkConfig(TechniqueConfig):
@@ -33,9 +34,7 @@ class ShrinkConfig(TechniqueConfig):
     factor: float = Field(default=0.9, gt=0, le=1)
 
 
-CONFIG = ShrinkConfig
-
-
+@register_technique(ShrinkConfig)
 def apply(cfg: ShrinkConfig, model: torch.nn.Module, batches: object = None) -> Record:
     mods = [m for _, m in block_linears(model, detect(model))]
     with torch.no_grad():
