@@ -10,11 +10,14 @@ replicas at a time, at least one), and requests that arrive while no replica is 
 Serve's router rather than fail. `--follow` uses exactly that.
 """
 
-# No `from __future__ import annotations`: FastAPI reads the body model from the real annotation
-# (as a string, Serve's ingress wrapper makes it a query parameter).
+# No `from __future__ import annotations`: FastAPI reads `request: Request` from the real
+# annotation (as a string, Serve's ingress wrapper makes it a query parameter).
 import asyncio
 import contextlib
+import functools
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,9 +28,25 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from slimline.cluster.serve_requests import (
+    ERRORS,
+    Embeddings,
+    Labels,
+    Scores,
+    one_line,
+    parse_texts,
+    read_body,
+    refuse_media,
+    request_body,
+)
 from slimline.pipelines.spec.serve import ServeConfig
+from slimline.tasks.base import TaskError
+
+log = logging.getLogger(__name__)
+
+PULL_PREFIX = "slimline-serve-"  # a replica's registry pull, in the temporary folder
+TASK_ENDPOINTS = ("/embed", "/classify", "/score")  # one per task: a replica serves one of them
 
 
 @dataclass(frozen=True)
@@ -47,16 +66,29 @@ class ServeSource:
     fetch: Callable[[Path], Any] | None = None
 
     def local_folder(self) -> Path:
-        """The graph folder on this node, fetched into a temporary folder when it is not here."""
+        """The graph folder on this node, fetched into a temporary folder when it is not here
+        (give that one back with `release`)."""
         if self.folder and (Path(self.folder) / "model.onnx").is_file():
             return Path(self.folder)
         if self.fetch is None:
             raise FileNotFoundError(
                 f"{self.folder}: no model.onnx on this node, and no registry to pull from"
             )
-        dest = Path(tempfile.mkdtemp(prefix="slimline-serve-"))
-        self.fetch(dest)
+        dest = Path(tempfile.mkdtemp(prefix=PULL_PREFIX))
+        try:
+            self.fetch(dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         return dest
+
+    def release(self, folder: Path) -> None:
+        """Remove `folder` when `local_folder` pulled it (a replica stopping); the source's own
+        folder is left alone."""
+        if self.folder and Path(self.folder) == folder:
+            return
+        if folder.name.startswith(PULL_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
         """The /model answer's identity part."""
@@ -69,23 +101,51 @@ class ServeSource:
         }
 
 
-class Texts(BaseModel):
-    """A request body: the texts to run, at least one."""
+# What this process's replica serves. Serve pickles the deployment class by value, with copies of
+# the globals its methods use; module-level functions go by reference, so `_document` and
+# `_Api.openapi` read and write this module's dict in the replica.
+_SERVED: dict[str, Any] = {}
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    texts: list[str] = Field(min_length=1)
+
+def _document(endpoint: str, cfg: ServeConfig) -> None:
+    _SERVED.update(endpoint=f"/{endpoint}", cfg=cfg)
 
 
-api = FastAPI(title="slimline")
+class _Api(FastAPI):
+    """FastAPI whose /openapi.json shows the replica's one POST endpoint under its own limits."""
+
+    def openapi(self) -> dict[str, Any]:
+        """The schema FastAPI builds, narrowed to what this replica serves."""
+        schema = super().openapi()
+        endpoint, cfg = _SERVED.get("endpoint"), _SERVED.get("cfg")
+        if endpoint is None or cfg is None:
+            return schema
+        paths = {}
+        for path, ops in schema["paths"].items():
+            if path in TASK_ENDPOINTS and path != endpoint:
+                continue  # a 404 naming the right endpoint, not part of this API
+            if path == endpoint:
+                ops = {
+                    **ops,
+                    "post": {**ops["post"], "requestBody": request_body(cfg.max_texts, cfg.max_text_chars)},
+                }
+            paths[path] = ops
+        return {**schema, "paths": paths}
+
+
+api = _Api(title="slimline")
+# Every POST endpoint reads its body by hand (serve_requests): this is what it documents.
+_BODY = {"requestBody": request_body(ServeConfig().max_texts, ServeConfig().max_text_chars)}
 
 
 @api.exception_handler(RequestValidationError)
 async def _unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A bad body is the client's error: 422 with one readable line, and FastAPI's details."""
+    """A bad parameter is the client's error: 422 with one line (the first error, never all)."""
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
-    line = f"{where}: {first.get('msg', 'invalid request')}" + ' (expected {"texts": ["...", ...]})'
-    return JSONResponse(status_code=422, content={"detail": line, "errors": exc.errors()})
+    return JSONResponse(
+        status_code=422, content={"detail": f"{where}: {first.get('msg', 'invalid request')}"}
+    )
 
 
 def _json(payload: dict[str, Any]) -> Response:
@@ -93,6 +153,36 @@ def _json(payload: dict[str, Any]) -> Response:
     embedding in Python (3.4 ms for 8 MiniLM embeddings, against 0.07 ms), which on short texts
     costs more than the model."""
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _bind_internal_grpc() -> None:
+    """Bind this replica's inter-deployment gRPC server to its node's address, not every interface.
+
+    Serve (2.60) opens it on "[::]:0" in `ReplicaBase._on_initialized`, which runs after the
+    deployment's constructor, in this process. Serve's routers dial it at the address the replica
+    reports, `ray.util.get_node_ip_address()` in this process, so binding that one address keeps
+    it reachable: 127.0.0.1 on the embedded Ray (`join_ray` keeps the node on loopback), the
+    node's own IP on a cluster.
+    """
+    import ray
+
+    try:
+        from ray.serve._private import replica
+    except ImportError:  # another Serve layout: leave its default
+        return
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or hasattr(original, "__wrapped__"):
+        return
+    ip = ray.util.get_node_ip_address()
+    host = f"[{ip}]" if ":" in ip else ip
+
+    @functools.wraps(original)
+    def bind(server: Any, address: str) -> Any:
+        if address.startswith("[::]:"):
+            address = f"{host}:{address.removeprefix('[::]:')}"
+        return original(server, address)
+
+    replica.add_port_to_grpc_server = bind
 
 
 @serve.deployment(name="model", health_check_period_s=5)
@@ -103,51 +193,89 @@ class ModelServer:
     def __init__(self, source: ServeSource, config: dict[str, Any]) -> None:
         from slimline.tasks.serving import Predictor
 
+        _bind_internal_grpc()
         self.source = source
         self.cfg = ServeConfig.model_validate(config)
         device = "cuda" if self.cfg.gpus_per_replica > 0 else "cpu"
         threads = self.cfg.threads or os.cpu_count() or 1
-        self.predictor = Predictor(
-            source.local_folder(),
-            device=device,
-            threads=threads,
-            max_length=self.cfg.max_length,
-            spinning=self.cfg.spinning,
-        )
+        self.folder: Path | None = source.local_folder()
+        try:
+            self.predictor = Predictor(
+                self.folder,
+                device=device,
+                threads=threads,
+                max_length=self.cfg.max_length,
+                spinning=self.cfg.spinning,
+            )
+        except BaseException:
+            self.__del__()
+            raise
+        _document(self.predictor.endpoint, self.cfg)
         self._batched.set_max_batch_size(self.cfg.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_ms / 1000)
 
+    def __del__(self) -> None:
+        """Serve calls this when the replica stops: a registry pull into a temporary folder goes."""
+        folder, self.folder = getattr(self, "folder", None), None
+        if folder is not None:
+            self.source.release(folder)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
+    async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]] | Exception]:
         flat = [t for texts in requests for t in texts]
-        results = await asyncio.to_thread(self.predictor.predict, flat, self.cfg.max_batch_size)
-        out, at = [], 0
+        try:
+            results = await asyncio.to_thread(self.predictor.predict, flat, self.cfg.max_batch_size)
+        except Exception:
+            if len(requests) == 1:
+                raise
+            # One request's texts failed the batch: each request alone, so only that one fails.
+            return [await self._alone(texts) for texts in requests]
+        out: list[list[dict[str, Any]] | Exception] = []
+        at = 0
         for texts in requests:
             out.append(results[at : at + len(texts)])
             at += len(texts)
         return out
 
-    async def _run(self, endpoint: str, body: Texts) -> list[dict[str, Any]]:
+    async def _alone(self, texts: list[str]) -> list[dict[str, Any]] | Exception:
+        try:
+            return await asyncio.to_thread(self.predictor.predict, texts, self.cfg.max_batch_size)
+        except Exception as exc:  # handed to its own request, which raises it
+            return exc
+
+    async def _run(self, endpoint: str, request: Request) -> list[dict[str, Any]]:
+        """The model's answers to a request's texts; every fault of the request is a 4xx with
+        one line (serve_requests), a fault of the model a logged 500."""
         if endpoint != self.predictor.endpoint:
             raise HTTPException(
                 404, f"this model is {self.predictor.task}: use POST /{self.predictor.endpoint}"
             )
-        if len(body.texts) > self.cfg.max_texts:
+        refuse_media(request.headers)
+        body = await read_body(request.headers, request.stream(), self.cfg.max_body_bytes)
+        texts = parse_texts(body, max_texts=self.cfg.max_texts, max_text_chars=self.cfg.max_text_chars)
+        try:
+            got = await self._batched(texts)
+            if isinstance(got, Exception):
+                raise got
+        except (TaskError, ValueError) as exc:  # what the model says of the request's data
+            raise HTTPException(422, f"body.texts: {one_line(exc)}") from exc
+        except Exception as exc:
+            log.exception("the model failed on a request of %d texts", len(texts))
             raise HTTPException(
-                422, f"texts: at most {self.cfg.max_texts} per request, got {len(body.texts)}"
-            )
-        return await self._batched(body.texts)
+                500, f"the model failed: {type(exc).__name__} (see the replica's log)"
+            ) from exc
+        return got
 
-    @api.post("/embed")
-    async def embed(self, body: Texts) -> Response:
-        """Mean-pooled embeddings (feature-extraction models)."""
-        got = await self._run("embed", body)
+    @api.post("/embed", response_model=Embeddings, responses=ERRORS, openapi_extra=_BODY)
+    async def embed(self, request: Request) -> Response:
+        """Embeddings of `{"texts": [...]}`, one per text (feature-extraction models)."""
+        got = await self._run("embed", request)
         return _json({"embeddings": [r["embedding"] for r in got], "version": self.source.version})
 
-    @api.post("/classify")
-    async def classify(self, body: Texts) -> Response:
+    @api.post("/classify", response_model=Labels, responses=ERRORS, openapi_extra=_BODY)
+    async def classify(self, request: Request) -> Response:
         """Top label, its probability and every class probability (text-classification models)."""
-        got = await self._run("classify", body)
+        got = await self._run("classify", request)
         return _json(
             {
                 "labels": [r["label"] for r in got],
@@ -157,10 +285,10 @@ class ModelServer:
             }
         )
 
-    @api.post("/score")
-    async def score(self, body: Texts) -> Response:
+    @api.post("/score", response_model=Scores, responses=ERRORS, openapi_extra=_BODY)
+    async def score(self, request: Request) -> Response:
         """Per-token log-probabilities of each text (causal LMs)."""
-        return _json({"results": await self._run("score", body), "version": self.source.version})
+        return _json({"results": await self._run("score", request), "version": self.source.version})
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -188,17 +316,43 @@ def application(source: ServeSource, cfg: ServeConfig) -> Any:
     return ModelServer.options(**opts).bind(source, cfg.model_dump())
 
 
+# Serve's shutdown waits on the controller's `graceful_shutdown` call until the controller kills
+# itself; Ray counts that call as a failed task with retries left and prints "(raylet) Task
+# ServeController.graceful_shutdown failed. There are infinite retries remaining..." on stdout.
+# It is no logger's line: Ray's own switch for these notices turns it off, for this driver only.
+QUIET_RETRIES = "RAY_enable_output_error_log_if_still_retry"
+
+
 @contextlib.contextmanager
 def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool = False) -> Iterator[None]:
     """Ray (embedded on loopback, or `address`) with Serve's HTTP proxy on cfg.host:cfg.port.
 
     On exit an embedded Ray is shut down with Serve, and its ports are free. On a cluster Serve
     stays up for other applications: delete your own with `undeploy`.
+
+    What listens where with the embedded Ray (tests/integration/test_serve_cli.py lists them):
+    - Serve's HTTP proxy: cfg.host:cfg.port, 127.0.0.1 unless `--host` says otherwise;
+    - Ray's GCS, raylet, object manager, dashboard and runtime-env agents, and every worker's
+      gRPC port (the proxy's, the controller's, each replica's): 127.0.0.1, as `join_ray` starts
+      the node on loopback; no dashboard;
+    - each replica's inter-deployment gRPC server: Serve binds it to every interface,
+      `_bind_internal_grpc` to the node's address (127.0.0.1 here);
+    - Serve's gRPC ingress is not started (no gRPC servicers are given).
+    On a cluster (`address`) Ray's ports are the cluster's: bound as its nodes were started.
     """
     import ray
     from slimline.cluster.ray_executor import join_ray
 
-    owns = join_ray(address, verbose=verbose)
+    saved = os.environ.get(QUIET_RETRIES)
+    if not verbose:  # read by Ray's core worker when it starts, in ray.init
+        os.environ[QUIET_RETRIES] = "0"
+    try:
+        owns = join_ray(address, verbose=verbose)
+    finally:
+        if saved is None:
+            os.environ.pop(QUIET_RETRIES, None)
+        else:
+            os.environ[QUIET_RETRIES] = saved
     try:
         serve.start(
             http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": "WARNING"}

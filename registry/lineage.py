@@ -57,7 +57,21 @@ def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str
     }
     # One tag for all metrics: the registry UI shows every tag in the versions table.
     tags[METRICS_TAG] = json.dumps(numeric(m), sort_keys=True)
+    if (pipeline := _pipeline(row.get("onnx"))) is not None:
+        tags[f"{TAG}pipeline"] = json.dumps(pipeline, sort_keys=True)
     return tags
+
+
+def _pipeline(onnx: str | None) -> dict[str, Any] | None:
+    """The output pipeline (pooling, normalize, max length...) recorded beside the graph, if any."""
+    from slimline.tasks.graph import META_NAME
+    from slimline.tasks.pipeline import META_KEY
+
+    meta = Path(onnx).parent / META_NAME if onnx else None
+    if meta is None or not meta.is_file():
+        return None
+    got = json.loads(meta.read_text()).get(META_KEY)
+    return got if isinstance(got, dict) else None
 
 
 def metrics_of(tags: dict[str, str]) -> dict[str, float]:

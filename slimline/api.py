@@ -147,7 +147,7 @@ def load(
     tracking_uri: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    max_length: int = 128,
+    max_length: int | None = None,
 ) -> Predictor:
     """A Predictor for REF: NAME@alias, NAME/version or NAME in the registry (pulled once into the
     serving cache), or a local graph folder (model.onnx, meta.json, tokenizer). It answers

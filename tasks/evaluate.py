@@ -1,8 +1,9 @@
 """Running a graph (or the torch baseline) over the eval texts, and timing graphs side by side.
 
-Outputs are reduced per task as they are produced (`tasks.metrics` compares them): pooled
-embeddings, class logits, or next-token statistics at real positions. Every variant is run on
-the same batches, so rows and token positions line up with the baseline's.
+Outputs are reduced per task as they are produced (`tasks.metrics` compares them): sentence
+embeddings pooled and normalized as the model's own pipeline says (tasks.pipeline), class logits,
+or next-token statistics at real positions. Texts are truncated at the model's maximum length.
+Every variant is run on the same batches, so rows and token positions line up with the baseline's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slimline.tasks.decode import OrtDecoder, prompt_ids
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import TaskWrapper, batches, encode, input_names, torch_forward
 from slimline.tasks.metrics import TOP_K, Outputs
+from slimline.tasks.pipeline import OutputPipeline, from_config, from_meta, usable_positions
 from slimline.tasks.runtime import session
 
 K = TypeVar("K", bound=Hashable)
@@ -45,12 +47,6 @@ class LatencyConfig(StepConfig):
     decode_prompt: int = Field(default=32, ge=1)
     decode_batches: Annotated[tuple[Annotated[int, Field(ge=1)], ...], LAX] = (1, 8)
     decode_repeats: int = Field(default=5, ge=3)
-
-
-def pooled(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean of the token vectors over real (unmasked) tokens: the embedding slimline evaluates."""
-    m = mask[..., None].astype(np.float64)
-    return (out * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
 
 @dataclass
@@ -90,19 +86,20 @@ def _collect(
     names: list[str],
     texts: list[str],
     batch_size: int,
-    max_length: int,
+    max_length: int | None,
+    pipeline: OutputPipeline,
     probe: np.ndarray | None = None,
 ) -> Outputs:
     parts: list[np.ndarray] = []
     steps: list[_NextToken] = []
     seen = 0
-    for feed in batches(tokenizer, texts, batch_size, max_length, names):
+    for feed in batches(tokenizer, texts, batch_size, pipeline.length(max_length), names):
         out = run(feed).astype(np.float32)
         if not np.isfinite(out).all():  # NaN fidelity would compare as "not below the minimum"
             raise TaskError(f"non-finite outputs ({int((~np.isfinite(out)).sum())} values)")
         mask = feed["attention_mask"]
         if task == "feature-extraction":
-            parts.append(pooled(out, mask))
+            parts.append(pipeline.pool(out, mask))
         elif task == "text-classification":
             parts.append(out)
         else:
@@ -114,7 +111,7 @@ def _collect(
             seen += n
     values = np.concatenate(parts)
     if task != "causal-lm":
-        return Outputs(task, values)
+        return Outputs(task, values, multi_label=pipeline.multi_label)
     count = len(values)
     return Outputs(
         task,
@@ -130,12 +127,13 @@ def onnx_outputs(
     texts: list[str],
     *,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int | None = None,
     threads: int | None = None,
     device: str = "cpu",
     probe: np.ndarray | None = None,
 ) -> Outputs:
-    """Run a slimline graph over `texts` and reduce its outputs for its task (`probe`: see _next_token)."""
+    """Run a slimline graph over `texts` and reduce its outputs for its task and its pipeline
+    (`max_length`: capped at the model's maximum, which is the default; `probe`: see _next_token)."""
     meta = read_meta(onnx_path)
     sess = session(onnx_path, device=device, threads=threads)
     return _collect(
@@ -146,6 +144,7 @@ def onnx_outputs(
         texts,
         batch_size,
         max_length,
+        from_meta(meta),
         probe,
     )
 
@@ -157,14 +156,16 @@ def torch_outputs(
     texts: list[str],
     *,
     batch_size: int = 16,
-    max_length: int = 128,
+    max_length: int | None = None,
+    pipeline: OutputPipeline | None = None,
 ) -> Outputs:
-    """The same reduction for a PyTorch model (the fp32 baseline)."""
+    """The same reduction for a PyTorch model (the fp32 baseline); `pipeline` defaults to the one
+    its config carries (see tasks.pipeline), else mean pooling."""
     names = input_names(model, tokenizer)
     wrapped = TaskWrapper(model, task).eval()
-    return _collect(
-        task, lambda f: torch_forward(wrapped, f, names), tokenizer, names, texts, batch_size, max_length
-    )
+    pipe = pipeline or from_config(model.config) or OutputPipeline(max_length=usable_positions(model.config))
+    run = functools.partial(torch_forward, wrapped, names=names)
+    return _collect(task, run, tokenizer, names, texts, batch_size, max_length, pipe)
 
 
 def timing_stats(times_s: list[float], batch_size: int, seed: int = 0) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from slimline.tasks.families import detect, get_path, layers_of, num_heads
 from slimline.tasks.graph import ONNX_NAME, compare, onnx_size_bytes, with_past, write_meta
 from slimline.tasks.inputs import TaskWrapper, encode, input_names, output_name, torch_forward
 from slimline.tasks.load import load_pretrained, load_tokenizer
+from slimline.tasks.pipeline import META_KEY, read_pipeline
 from slimline.tasks.profile import ProfileConfig
 from slimline.tasks.profile import apply as profile_apply
 from slimline.tasks.runtime import session
@@ -39,8 +40,9 @@ class ParityError(TaskError):
 class ExportConfig(StepConfig):
     """How to export and how close ONNX Runtime must stay to torch."""
 
-    # 2: `auto` gives causal LMs a decoding graph (KV cache) when ONNX Runtime GenAI's builder can
-    version: ClassVar[int] = 2
+    # 2: `auto` gives causal LMs a decoding graph (KV cache) when ONNX Runtime GenAI's builder can;
+    # 3: meta.json records the model's output pipeline (tasks.pipeline)
+    version: ClassVar[int] = 3
     method: Literal["export"] = "export"
     # auto: the GenAI builder for the causal LMs it supports, else dynamo, then legacy on failure
     exporter: Literal["auto", "genai", "dynamo", "legacy"] = "auto"
@@ -190,6 +192,8 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
             info["parity"] = check_parity(tmp / ONNX_NAME, info["wrapped"], tok, meta, texts, cfg)
             if task == "causal-lm":
                 info["exporter_errors"]["genai"] = why_not
+        # What evaluation and serving reduce the graph's outputs with; derived graphs copy it.
+        meta[META_KEY] = read_pipeline(model_dir, task, model.config).to_json()
         write_meta(tmp, meta)
         tok.save_pretrained(tmp)
     prof = profile_apply(ProfileConfig(), model)
@@ -203,4 +207,5 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
         "greedy_parity": info.get("greedy_parity"),
         "kv_cache": "kv_cache" in meta,
         "size_mb": onnx_size_bytes(Path(out_dir) / ONNX_NAME) / 1e6,
+        "pipeline": meta[META_KEY],
     }

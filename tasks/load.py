@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from slimline.tasks._heads import HEADS_KEY, shrink_heads_to
 from slimline.tasks.base import TASKS, Record, StepConfig, Task, TaskError, atomic_dir, dir_size_bytes
+from slimline.tasks.pipeline import OutputPipeline, carry, read_pipeline
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class ModelSourceError(TaskError):
@@ -29,6 +33,8 @@ class ModelSourceError(TaskError):
 class LoadConfig(StepConfig):
     """Where the base model comes from and which head it needs."""
 
+    # 2: the saved folder's config carries the model's output pipeline (tasks.pipeline)
+    version: ClassVar[int] = 2
     method: Literal["load"] = "load"
     source: str = Field(
         description="local dir | file.gguf | Hugging Face id | package:<module>/<subdir or file.gguf>"
@@ -220,6 +226,9 @@ def apply(cfg: LoadConfig, out_dir: Path) -> Record:
     model = load_pretrained(path, cfg.task)
     tokenizer = load_tokenizer(path)
     fam = detect(model)
+    # Read once, from the source's own files (modules.json...), which the copy would not keep.
+    pipeline = read_pipeline(Path(path).parent if is_gguf(path) else path, cfg.task, model.config)
+    carry(model.config, pipeline)
     with atomic_dir(Path(out_dir)) as tmp:
         save_pretrained(model, tokenizer, tmp)
     params, _ = count_params(model)
@@ -233,4 +242,21 @@ def apply(cfg: LoadConfig, out_dir: Path) -> Record:
         "model_type": cfg_json.get("model_type"),
         "params": params,
         "size_mb": dir_size_bytes(Path(out_dir)) / 1e6,
+        "pipeline": pipeline.to_json(),
     }
+
+
+def source_pipeline(path: str, task: str) -> OutputPipeline:
+    """The pipeline of a resolved model source (folder, GGUF file or Hub id) without loading weights:
+    what a run needs before its load stage (data.max_length's default). Unreadable: an empty one."""
+    try:
+        from transformers import AutoConfig
+
+        if is_gguf(path):
+            config = AutoConfig.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+        else:
+            config = AutoConfig.from_pretrained(path)
+    except Exception as exc:  # best effort: the load stage reports an unreadable model properly
+        log.warning("%s: cannot read the model's config (%s)", path, (str(exc) or repr(exc)).splitlines()[0])
+        return OutputPipeline()
+    return read_pipeline(Path(path).parent if is_gguf(path) else path, task, config)

@@ -26,16 +26,20 @@ class Outputs:
     # model's log-probabilities of exactly those ids (for the baseline, its own top-k).
     top_ids: np.ndarray | None = None
     top_logp: np.ndarray | None = None
+    multi_label: bool = False  # text-classification: independent per-label decisions (sigmoid)
 
 
 def fidelity(base: Outputs, other: Outputs) -> float:
-    """Agreement with the baseline in [0, 1]: mean cosine of pooled embeddings (feature-extraction),
-    top-1 agreement (text-classification), top-1 next-token agreement (causal-lm)."""
+    """Agreement with the baseline in [0, 1]: mean cosine of the model's sentence embeddings
+    (feature-extraction), top-1 agreement (text-classification; a multi-label classifier: the share
+    of per-label decisions, sigmoid above one half, that agree), top-1 next-token agreement (causal-lm)."""
     a, b = base.values, other.values
     if a.shape != b.shape:
         raise ValueError(f"outputs differ in shape: {a.shape} vs {b.shape}")
     if base.task == "feature-extraction":
         return float(row_cosines(a, b).mean())
+    if base.task == "text-classification" and base.multi_label:
+        return float(((a > 0) == (b > 0)).mean())  # sigmoid(x) > 1/2 exactly when x > 0
     if base.task == "text-classification":
         return float((a.argmax(-1) == b.argmax(-1)).mean())
     return float((a == b).mean())

@@ -1,8 +1,10 @@
 """Answering requests with a slimline graph folder: embeddings, labels or per-token log-probabilities.
 
 Pure compute (no Ray, no HTTP): the Ray Serve deployment wraps a Predictor, and tests compare it
-with a plain ONNX Runtime run. Texts are tokenised and pooled exactly as evaluation does them, so
-a served embedding is the one whose fidelity the sweep measured.
+with a plain ONNX Runtime run. Outputs go through the model's own pipeline (tasks.pipeline:
+pooling, normalization, sigmoid or softmax scores) exactly as evaluation does them, so a served
+embedding is the one whose fidelity the sweep measured, and the one `SentenceTransformer.encode`
+gives. Every text is truncated at the model's maximum length: a long text is never an error.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from slimline.tasks.base import Record, TaskError
-from slimline.tasks.evaluate import pooled
 from slimline.tasks.graph import ONNX_NAME, read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import batches
+from slimline.tasks.pipeline import OutputPipeline, from_meta
 from slimline.tasks.runtime import session
 
 ENDPOINTS = {"feature-extraction": "embed", "text-classification": "classify", "causal-lm": "score"}
@@ -35,9 +37,11 @@ class Predictor:
         *,
         device: str = "cpu",
         threads: int | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         spinning: bool = False,
     ) -> None:
+        """`max_length`: tokens per text; None is the model's own maximum, and a larger value is
+        capped at it (a text longer than the model can take is truncated, never an error)."""
         onnx_path = Path(folder) / ONNX_NAME
         if not onnx_path.is_file():
             raise TaskError(f"{folder}: expected a slimline graph folder with {ONNX_NAME}")
@@ -49,7 +53,8 @@ class Predictor:
         self.tokenizer: Any = tokenizer_of(onnx_path)
         self.session: Any = session(onnx_path, device=device, threads=threads, spinning=spinning)
         self.providers: list[str] = list(self.session.get_providers())
-        self.max_length = max_length
+        self.pipeline: OutputPipeline = from_meta(self.meta)
+        self.max_length = self.pipeline.length(max_length)
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[Record]:
         """One result per text, in order (see `_results` for each task's fields)."""
@@ -80,10 +85,11 @@ class Predictor:
     def _results(self, raw: np.ndarray, feed: dict[str, np.ndarray]) -> list[Record]:
         mask = feed["attention_mask"]
         if self.task == "feature-extraction":
-            return [{"embedding": row.tolist()} for row in pooled(raw, mask)]
+            return [{"embedding": row.tolist()} for row in self.pipeline.pool(raw, mask)]
         if self.task == "text-classification":
-            labels = self.meta.get("labels") or [f"LABEL_{i}" for i in range(raw.shape[-1])]
-            probs = np.exp(_log_softmax(raw))
+            named = self.pipeline.labels or self.meta.get("labels")
+            labels = list(named or [f"LABEL_{i}" for i in range(raw.shape[-1])])
+            probs = self.pipeline.scores(raw)  # sigmoid for a multi-label classifier, else softmax
             return [
                 {"label": labels[int(p.argmax())], "score": float(p.max()), "scores": p.tolist()}
                 for p in probs
@@ -103,11 +109,22 @@ class Predictor:
         }
 
     def describe(self) -> Record:
-        """What the replica runs: task, endpoint, providers, inputs."""
+        """What the replica runs: task, endpoint, providers, inputs, and the output pipeline
+        (pooling, normalize, the max length it truncates at, scores)."""
+        pipe = self.pipeline
+        pipeline: Record = {"source": pipe.source, "max_length": self.max_length}
+        if self.task == "feature-extraction":
+            pipeline.update(pooling=list(pipe.pooling), normalize=pipe.normalize)
+        elif self.task == "text-classification":
+            scores = "sigmoid" if pipe.multi_label else "softmax"
+            pipeline.update(scores=scores, problem_type=pipe.problem_type)
+        if pipe.skipped:
+            pipeline["not_applied"] = list(pipe.skipped)
         return {
             "task": self.task,
             "endpoint": f"/{self.endpoint}",
             "providers": self.providers,
             "inputs": self.meta["inputs"],
             "decoding_graph": bool(self.meta.get("kv_cache")),
+            "pipeline": pipeline,
         }

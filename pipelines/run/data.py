@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from slimline.pipelines.spec.spec import BuiltinData, FileData, HubData, Spec
 from slimline.tasks.base import TaskError
+from slimline.tasks.pipeline import FALLBACK_MAX_LENGTH
 from slimline.tasks.rated import lee_similarity, movie_polarity
 from slimline.tasks.text import Examples, builtin_corpus, load_file, python_docs
+
+log = logging.getLogger(__name__)
 
 BUILTINS: dict[str, Callable[[], Examples]] = {
     "corpus": lambda: Examples(builtin_corpus()),
@@ -104,3 +110,37 @@ def prepare_data(spec: Spec) -> RunData:
             "raise data.eval.samples or lower data.calibration.samples"
         )
     return RunData(eval_texts, labels[:n] if labels else None, calib, train, pairs)
+
+
+def _model_max_length(source: str, task: str) -> int | None:
+    """The longest input the model takes (its pipeline's max length), read from its config files."""
+    from slimline.tasks.load import is_gguf, resolve_source
+
+    path = resolve_source(source)
+    marker = Path(path) if is_gguf(path) else Path(path) / "config.json"
+    stamp = (marker.stat().st_mtime_ns, marker.stat().st_size) if marker.is_file() else None
+    return _read_max_length(path, task, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_max_length(path: str, task: str, stamp: tuple[int, int] | None) -> int | None:
+    """Cached per file version: a GGUF's config takes seconds to read, and a search prepares often."""
+    from slimline.tasks.load import source_pipeline
+
+    return source_pipeline(path, task).max_length
+
+
+def resolve_max_length(spec: Spec) -> Spec:
+    """The spec with `data.max_length` resolved: the model's own maximum when the spec gives none,
+    and a value above that maximum capped at it (with a warning): a text is never longer than the
+    model's position embeddings. A model whose maximum cannot be read keeps the old default, 128."""
+    asked = spec.data.max_length
+    limit = _model_max_length(spec.model.source, spec.model.task)
+    if asked is None:
+        n = limit or FALLBACK_MAX_LENGTH
+    elif limit is not None and asked > limit:
+        log.warning("data.max_length %d is above the model's maximum %d: capped at %d", asked, limit, limit)
+        n = limit
+    else:
+        return spec
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"max_length": n})})

@@ -15,7 +15,7 @@ from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_i
 from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry
 from slimline.pipelines.report.report import write_reports
 from slimline.pipelines.run import champion
-from slimline.pipelines.run.data import RunData, prepare_data
+from slimline.pipelines.run.data import RunData, prepare_data, resolve_max_length
 from slimline.pipelines.run.records import RUN_ID, RunStatus, Status, failed, succeeded
 from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.run.select import Selection, select
@@ -23,6 +23,7 @@ from slimline.pipelines.run.stage import Context, cached
 from slimline.pipelines.spec.spec import Spec
 from slimline.tasks.base import Record, write_json
 from slimline.tasks.digest import source_digest
+from slimline.tasks.pipeline import FALLBACK_MAX_LENGTH
 
 
 def preflight(spec: Spec) -> RunData:
@@ -156,7 +157,10 @@ def prepare(
     """
     full = preflight(spec)
     data = full.head(eval_samples) if eval_samples is not None else full
-    n = spec.data.max_length
+    # data.max_length: the model's own maximum unless the spec gives one (capped at it); the plan's
+    # ids and the context both read the resolved value.
+    spec = resolve_max_length(spec)
+    n = spec.data.max_length or FALLBACK_MAX_LENGTH
     # File digests are cached in the artifact root: a cached run does not read a big checkpoint again.
     model = source_digest(spec.model.source, Path(stage_root).parent / "digests.json")
     plan = build_plan(
@@ -177,7 +181,7 @@ def prepare(
         labels=data.labels,
         pairs=data.pairs,
         train_texts=data.train,
-        max_length=spec.data.max_length,
+        max_length=n,
         eval_batch=spec.evaluate.batch_size,
         threads=threads or spec.resources.cpus_per_task,
         device="cuda" if spec.resources.gpus_per_task > 0 else "cpu",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from slimline.pipelines.spec.base import StrictModel
 
 Strategy = Literal["grid", "random", "tpe", "asha"]
 Sampler = Literal["grid", "random", "tpe"]  # which recipes are tried
@@ -22,11 +23,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
-
-
-class Rung(_Strict):
+class Rung(StrictModel):
     """One level of fidelity: how many eval texts, and what fraction of the distillation steps."""
 
     eval_samples: int | Literal["all"] = Field(default="all")
@@ -39,11 +36,11 @@ class Rung(_Strict):
         return self
 
 
-class Budget(_Strict):
+class Budget(StrictModel):
     time_s: float = Field(gt=0)
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictModel):
     """Technique entries whose values may be lists (choices) or {min, max[, step][, log]} ranges.
 
     `pruning` and `quantization` take one entry or a list of entries (a choice among them,
@@ -66,7 +63,7 @@ class SearchSpace(_Strict):
         return data
 
 
-class SearchSpec(_Strict):
+class SearchSpec(StrictModel):
     """How to search: `sampler` (grid | random | tpe) × `scheduler` (fifo | asha); `strategy` is an alias
     of a pair (asha = random × asha), kept because specs written before the split use it."""
 

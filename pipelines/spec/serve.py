@@ -5,15 +5,14 @@ Serving settings never change what a run computes, so they are left out of the s
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from slimline.pipelines.spec.base import StrictModel
 
 LOOPBACK = "127.0.0.1"
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(StrictModel):
     """Replicas, autoscaling, request batching and where the HTTP API listens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     min_replicas: int = Field(default=1, ge=1)
     max_replicas: int = Field(default=1, ge=1)
@@ -21,8 +20,14 @@ class ServeConfig(BaseModel):
     target_ongoing_requests: float = Field(default=4.0, gt=0)
     max_batch_size: int = Field(default=16, ge=1, le=1024)  # texts per ONNX Runtime call
     batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
-    max_texts: int = Field(default=256, ge=1)  # per request; more is a 422, not a slow request
-    max_length: int = Field(default=128, ge=2)  # tokens per text, as the sweep evaluated
+    # Hostile traffic gets a 4xx before it costs memory or model time: a body past max_body_bytes
+    # is a 413 (refused while it streams in), more than max_texts texts or a text longer than
+    # max_text_chars characters is a 422 (checked before the tokenizer sees it).
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    max_texts: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=20_000, ge=1)
+    # Tokens per text; None: the model's own maximum (a longer text is truncated, never an error).
+    max_length: int | None = Field(default=None, ge=2)
     cpus_per_replica: float = Field(default=1.0, gt=0)
     gpus_per_replica: float = Field(default=0.0, ge=0)
     threads: int | None = Field(default=None, ge=1)  # ORT intra-op threads; None: every CPU here

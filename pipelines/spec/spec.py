@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -22,6 +20,7 @@ from pydantic import (
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.metrics import METRICS
 from slimline.pipelines.schedule.schedule import check_cron
+from slimline.pipelines.spec.base import StrictModel
 from slimline.pipelines.spec.reader import read_yaml
 from slimline.pipelines.spec.search import SearchSpec
 from slimline.pipelines.spec.serve import ServeConfig
@@ -31,12 +30,7 @@ from slimline.tasks.evaluate import LatencyConfig
 from slimline.tasks.export import ExportConfig
 
 
-class _Strict(BaseModel):
-    # NaN and infinity are never meaningful settings, and a NaN bound would disable its constraint.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
-
-
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     source: str = Field(min_length=1)
     task: Task = "feature-extraction"
 
@@ -44,7 +38,7 @@ class ModelSpec(_Strict):
 BUILTIN_SAMPLES = {"corpus": 256, "python-docs": 256, "lee-similarity": 50, "movie-polarity": 160}
 
 
-class BuiltinData(_Strict):
+class BuiltinData(StrictModel):
     # corpus: the human-written sentences fidelity is judged on; python-docs: prose sentences
     # of the Python reference, offline text to distil on; lee-similarity and movie-polarity:
     # human-rated data installed with gensim (tasks.rated).
@@ -56,7 +50,7 @@ class BuiltinData(_Strict):
         return self.samples or BUILTIN_SAMPLES[self.builtin]
 
 
-class FileData(_Strict):
+class FileData(StrictModel):
     path: str
     text_field: str = "text"
     label_field: str | None = None
@@ -74,7 +68,7 @@ class FileData(_Strict):
         return self
 
 
-class HubData(_Strict):
+class HubData(StrictModel):
     hf: str
     config: str | None = None
     split: str = "validation"
@@ -103,15 +97,16 @@ Source = Annotated[
 ]
 
 
-class CalibrationSpec(_Strict):
+class CalibrationSpec(StrictModel):
     samples: int = Field(default=64, ge=1)
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     eval: Source = BuiltinData()
     calibration: CalibrationSpec = CalibrationSpec()
     train: Source | None = None  # distillation text; never eval text
-    max_length: int = Field(default=128, ge=8, le=8192)
+    # Tokens per text; None: the model's own maximum (capped at it in any case; pipelines.run.run).
+    max_length: int | None = Field(default=None, ge=8, le=8192)
 
 
 # There is one distillation method: a spec need not name it, and its dump does not repeat it.
@@ -145,23 +140,23 @@ DistillationSpec = _distillation_spec(DISTILL_METHOD)
 Entry = str | dict[str, Any]
 
 
-class VariantsSpec(_Strict):
+class VariantsSpec(StrictModel):
     pruning: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
     quantization: list[Entry] = Field(default_factory=lambda: ["none"], min_length=1)
     distillation: DistillationSpec = DistillationSpec()
 
 
-class EvaluateSpec(_Strict):
+class EvaluateSpec(StrictModel):
     latency: LatencyConfig = LatencyConfig()
     batch_size: int = Field(default=16, ge=1)
 
 
-class Bound(_Strict):
+class Bound(StrictModel):
     min: float | None = None
     max: float | None = None
 
 
-class SelectSpec(_Strict):
+class SelectSpec(StrictModel):
     constraints: dict[str, Bound] = Field(default_factory=dict)
     objectives: list[str] = Field(default_factory=lambda: ["latency_p50_ms", "size_mb"], min_length=1)
     top_k: int = Field(default=3, ge=1)
@@ -184,7 +179,7 @@ class SelectSpec(_Strict):
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class RegistrySpec(_Strict):
+class RegistrySpec(StrictModel):
     model_name: str | None = Field(default=None, pattern=NAME, max_length=100)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///slimline.db
     alias: str = "champion"
@@ -206,12 +201,12 @@ class RegistrySpec(_Strict):
         return value
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     gpus_per_task: float = Field(default=0, ge=0)
     cpus_per_task: int = Field(default=1, ge=1)
 
 
-class ScheduleSpec(_Strict):
+class ScheduleSpec(StrictModel):
     cron: str
     missed: Literal["skip", "run-once"] = "skip"
 
@@ -228,7 +223,7 @@ class ScheduleSpec(_Strict):
         return value
 
 
-class ArtifactsSpec(_Strict):
+class ArtifactsSpec(StrictModel):
     """Where stages and runs are written, and what `slimline gc` keeps of them."""
 
     path: str = Field(default="./artifacts", min_length=1)
@@ -237,7 +232,7 @@ class ArtifactsSpec(_Strict):
     keep: Literal["all", "selected", "registered"] = "selected"
 
 
-class Spec(_Strict):
+class Spec(StrictModel):
     version: Literal[1]
     name: str = Field(min_length=1, max_length=100, pattern=NAME)  # in file names: ≤ 255 bytes with ids
     model: ModelSpec

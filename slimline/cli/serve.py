@@ -7,8 +7,10 @@ to each new version; --emit k8s prints a KubeRay RayService instead of starting 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -33,7 +35,15 @@ _FLAGS = (
     "batch_wait_ms",
     "threads",
     "poll_s",
+    "max_body_bytes",
+    "max_texts",
+    "max_text_chars",
 )
+# A ServeConfig field set by a flag of another name: errors name the flag.
+_FLAG_OF = {"gpus_per_replica": "gpus"}
+# A URL path Serve can route: "/" then unreserved, sub-delim, ":", "@", "%" or "/" (RFC 3986);
+# no spaces, no "{" or "}" (Serve reads them as wildcards).
+_ROUTE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 def serve_config(spec_serve: ServeConfig | None, flags: dict[str, Any]) -> ServeConfig:
@@ -50,7 +60,18 @@ def serve_config(spec_serve: ServeConfig | None, flags: dict[str, Any]) -> Serve
         where, msg = ".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, ")
         if not where:  # a check across fields names its field first: "max_replicas: ..."
             where, _, msg = msg.partition(": ")
-        raise FatalInputError(f"--{where.replace('_', '-')}: {msg}") from None
+        raise FatalInputError(f"--{_FLAG_OF.get(where, where).replace('_', '-')}: {msg}") from None
+
+
+def route_prefix(value: str) -> str:
+    """`--route-prefix` as Serve takes it ("/v1/" is "/v1"); FatalInputError when it is no URL
+    path Serve can route, checked before Ray starts."""
+    prefix = (value.rstrip("/") or "/") if value.startswith("/") else value
+    if not _ROUTE.fullmatch(prefix):
+        raise FatalInputError(
+            f"--route-prefix {value!r}: expected a URL path such as /v1 (starting with '/', no spaces)"
+        )
+    return prefix
 
 
 def _variant_source(variant: str, artifacts: Path) -> Any | None:
@@ -84,11 +105,19 @@ def resolve(ref: str, uri: str, artifacts: Path) -> Any:
 
 
 def _port_free(host: str, port: int) -> None:
-    with socket.socket() as s:
+    """FatalInputError unless this machine can listen on host:port (a bad --host or a taken --port)."""
+    not_here = FatalInputError(f"--host {host!r}: not an address or a host name of this machine")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (OSError, UnicodeError):
+        raise not_here from None
+    with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise not_here from None
             raise FatalInputError(
                 f"--port {port}: cannot listen on {host} ({exc.strerror}); choose another"
             ) from None
@@ -134,6 +163,9 @@ def _stop_on_sigterm() -> None:
 )
 @click.option("--batch-wait-ms", type=float, default=None, help="How long a batch waits to fill [5].")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads per replica [every CPU].")
+@click.option("--max-body-bytes", type=int, default=None, help="Larger request bodies get 413 [1 MiB].")
+@click.option("--max-texts", type=int, default=None, help="More texts in a request get 422 [256].")
+@click.option("--max-text-chars", type=int, default=None, help="A longer text gets 422 [20000].")
 @click.option("--follow", is_flag=True, help="Watch REF's alias and roll over to each new version.")
 @click.option("--poll-s", type=float, default=None, help="How often --follow reads the alias [10].")
 @click.option(
@@ -153,6 +185,7 @@ def serve(ctx: click.Context, ref: str, spec_path: str | None, **opts: Any) -> N
     if opts["gpus"] is not None:
         flags["gpus_per_replica"] = opts["gpus"]
     cfg = guarded(ctx, lambda: serve_config(spec.serve if spec else None, flags))
+    opts["route_prefix"] = guarded(ctx, lambda: route_prefix(opts["route_prefix"]))
     if opts["emit"]:
         _emit(ctx, ref, cfg, opts["image"])
         return

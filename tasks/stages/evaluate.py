@@ -21,7 +21,7 @@ def run(call: StageCall) -> Record:
     graph, ref, ctx = call.src, call.needed(), call.ctx
     top = [np.load(p) for p in ref["top"]] if ref.get("top") else [None, None]
     got = outputs(graph, ctx, probe=top[0])
-    base = metrics.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"), *top)
+    base = metrics.Outputs(ctx.task, np.load(ref["reference"]), ref.get("nll"), *top, got.multi_label)
     meta = graph_io.read_meta(graph)
     found: dict[str, Any] = {
         "fidelity": metrics.fidelity(base, got),
@@ -44,8 +44,9 @@ STAGE = StageKind(
     kind="evaluate",
     run=run,
     doc="a variant's quality metrics (fidelity, agreement, task metrics, size) against the reference",
-    # 3: KL over top-k, rated pairs, task deltas; 4: greedy-generation agreement of decoding graphs
-    logic_version=4,
+    # 3: KL over top-k, rated pairs, task deltas; 4: greedy-generation agreement of decoding graphs;
+    # 5: the model's own output pipeline (pooling, normalize, max length, multi-label sigmoid)
+    logic_version=5,
     cost=1.0,
     needs=("reference",),
 )

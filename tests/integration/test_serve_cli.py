@@ -149,6 +149,143 @@ def test_a_bad_request_gets_a_clear_4xx(server, path, body, code, says) -> None:
     assert says in r.json()["detail"]
 
 
+def _gen(total: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """A body sent chunked (no Content-Length): the server must count it as it streams."""
+    for _ in range(total // chunk):
+        yield b"x" * chunk
+
+
+def _text_body(texts_json: bytes) -> bytes:
+    return b'{"texts": ' + texts_json + b"}"
+
+
+# (what, request kwargs, the status codes allowed, what the one line says)
+HOSTILE: list[tuple[str, dict, tuple[int, ...], str]] = [
+    ("2 MiB body", {"content": b" " * (2 << 20)}, (413,), "at most 1048576 per request"),
+    ("2 MiB chunked", {"content": _gen(2 << 20)}, (413,), "at most 1048576 per request"),
+    ("2M integers", {"content": _text_body(b"[" + b"0," * 2_000_000 + b"0]")}, (413,), "max_body_bytes"),
+    ("200k integers", {"content": _text_body(b"[" + b"0," * 200_000 + b"0]")}, (422,), "body.texts"),
+    ("300 texts", {"json": {"texts": ["x"] * 300}}, (422,), "at most 256 per request"),
+    ("a 100k-char text", {"json": {"texts": ["ab " * 33_334]}}, (422,), "at most 20000 per text"),
+    ("NaN", {"content": b'{"texts": [NaN]}'}, (422,), "JSON decode error"),
+    ("a lone surrogate", {"content": b'{"texts": ["\\ud800"]}'}, (422,), "JSON decode error"),
+    ("invalid UTF-8", {"content": b'{"texts": ["caf\xe9"]}'}, (422,), "UTF-8"),
+    ("deep nesting", {"content": _text_body(b"[" * 100_000 + b"]" * 100_000)}, (422,), "depth"),
+    ("form fields", {"data": {"texts": "a"}}, (422,), "JSON decode error"),
+    ("multipart", {"files": {"texts": ("a.txt", b"hello")}}, (415,), "multipart/form-data"),
+    ("gzip", {"content": b"x", "headers": {"content-encoding": "gzip"}}, (415,), "content-encoding"),
+    ("a list", {"json": ["x"]}, (422,), "expected an object"),
+    ("an empty body", {"content": b""}, (422,), "JSON decode error"),
+]
+
+
+def _serve_rss_mb(pid: int) -> dict[str, float]:
+    """RSS (MB) of Serve's HTTP proxy and of its replicas, in the server's process tree."""
+    import psutil
+
+    rss = {"ProxyActor": 0.0, "ServeReplica": 0.0}
+    for proc in _tree(pid):
+        try:
+            title = " ".join(proc.cmdline())
+            for name in rss:
+                if f"ray::{name}" in title:
+                    rss[name] += proc.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return rss
+
+
+def _tree(pid: int) -> list:
+    import psutil
+
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def test_hostile_requests_get_a_one_line_4xx_and_memory_stays_bounded(server) -> None:
+    before = _serve_rss_mb(server["proc"].pid)
+    assert all(before.values()), before  # the proxy and the replica are in the server's tree
+    with httpx.Client(base_url=server["url"], timeout=60) as c:
+        for _ in range(5):  # again and again: whatever a request costs must be given back
+            for what, kw, codes, says in HOSTILE:
+                if isinstance(kw.get("content"), Iterator):
+                    kw = {**kw, "content": _gen(2 << 20)}  # a generator is spent once
+                r = c.post("/embed", **kw)
+                assert r.status_code in codes, (what, r.status_code, r.text[:300])
+                assert len(r.content) < 1000 and says in r.json()["detail"], (what, r.text[:300])
+                assert "\n" not in r.json()["detail"], what
+        # The README's `curl -d '{"texts": [...]}'` sends form content: it is read as JSON.
+        r = c.post(
+            "/embed",
+            content=b'{"texts": ["a", "b"]}',
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 200 and len(r.json()["embeddings"]) == 2, r.text[:300]
+        r = c.post("/embed", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"})
+        assert r.status_code == 200, r.text[:300]
+        # Under the character cap, a text longer than the model can take is truncated, not a 5xx.
+        r = c.post("/embed", json={"texts": ["word " * 3_900, "a"]})
+        assert r.status_code == 200 and len(r.json()["embeddings"]) == 2, r.text[:300]
+    after = _serve_rss_mb(server["proc"].pid)
+    grown = {k: after[k] - before[k] for k in before}
+    assert all(g < 200 for g in grown.values()), (before, after)
+
+
+def _fuzz(schema, mode, url: str, checks: list) -> None:
+    """Up to 50 generated requests of `mode` on every operation, each answer checked."""
+    from hypothesis import HealthCheck, given, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+
+    @given(case=schema.as_strategy(generation_mode=mode))
+    @settings(max_examples=50, deadline=None, database=None, suppress_health_check=quiet)
+    def fuzz(case) -> None:
+        case.call_and_validate(base_url=url, checks=checks, timeout=60)
+
+    fuzz()
+
+
+def test_fuzzing_from_the_openapi_schema_gets_no_5xx_and_answers_as_documented(server) -> None:
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis import checks as sc
+
+    schema = schemathesis.openapi.from_url(server["url"] + "/openapi.json")
+    paths = {op.ok().path for op in schema.get_all_operations()}
+    assert paths == {"/embed", "/healthz", "/model"}, paths  # only this model's endpoint
+    checks = [sc.not_a_server_error, sc.status_code_conformance, sc.content_type_conformance]
+    checks += [sc.response_schema_conformance]
+    before = _serve_rss_mb(server["proc"].pid)
+    _fuzz(schema, GenerationMode.POSITIVE, server["url"], [*checks, sc.positive_data_acceptance])
+    _fuzz(schema, GenerationMode.NEGATIVE, server["url"], checks)  # schema-breaking bodies: 4xx
+    after = _serve_rss_mb(server["proc"].pid)
+    assert all(after[k] - before[k] < 200 for k in before), (before, after)
+
+
+def test_every_listener_of_the_server_is_on_loopback(server) -> None:
+    import ipaddress
+    import socket as so
+
+    import psutil
+
+    bound = []
+    for proc in _tree(server["proc"].pid):
+        try:
+            conns = proc.net_connections(kind="inet")
+            title = " ".join(proc.cmdline())[:60]
+        except psutil.Error:
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN or (c.type == so.SOCK_DGRAM and not c.raddr):
+                bound.append((title, c.laddr.ip, c.laddr.port))
+    assert any(port == server["port"] for _, _, port in bound), bound
+    assert any("ServeReplica" in title for title, _, _ in bound), bound  # its gRPC port is in the tree
+    addresses = [ipaddress.ip_address(ip) for _, ip, _ in bound]
+    loopback = [getattr(a, "ipv4_mapped", None) or a for a in addresses]  # ::ffff:127.0.0.1 is too
+    exposed = [b for b, a in zip(bound, loopback, strict=True) if not a.is_loopback]
+    assert not exposed, exposed
+
+
 def test_promote_under_traffic_swaps_the_version_with_no_failed_request(server, registry, slimline) -> None:
     other = str(next(v for v in registry["versions"] if str(v) != registry["champion"]))
     seen: list[str] = []
@@ -193,6 +330,11 @@ def test_stopping_releases_the_port(server) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     assert any(line.startswith("stopped") for line in server["lines"])
+    # Only our own lines: no Ray notice (such as its "(raylet) Task ServeController.graceful_shutdown
+    # failed ... will be retried" on shutdown), no warning, no traceback.
+    noise = ("(raylet)", "WARNING", "Warning", "Traceback", "Error")
+    said = server["lines"] + proc.stderr.read().splitlines()
+    assert not [line for line in said if any(n in line for n in noise)], said
     deadline = time.monotonic() + 30
     while not _port_free(server["port"]):
         assert time.monotonic() < deadline, "the port is still taken"

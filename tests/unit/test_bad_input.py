@@ -195,6 +195,27 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
     ),
     ("serve: follow without an alias", lambda t, b: ["serve", "m/1", "--follow"], "names no alias"),
     (
+        "serve: a route prefix without its slash",
+        lambda t, b: ["serve", "m@champion", "--route-prefix", "v1"],
+        "--route-prefix 'v1': expected a URL path",
+    ),
+    (
+        "serve: a route prefix with a space",
+        lambda t, b: ["serve", "m@champion", "--route-prefix", "/my model"],
+        "--route-prefix '/my model'",
+    ),
+    ("serve: negative GPUs", lambda t, b: ["serve", "m@champion", "--gpus", "-1"], "--gpus: "),
+    (
+        "serve: a host that is not one",
+        lambda t, b: ["serve", "m@champion", "--host", "no such host"],
+        "--host 'no such host'",
+    ),
+    (
+        "serve: a tiny body limit",
+        lambda t, b: ["serve", "m@champion", "--max-body-bytes", "1"],
+        "--max-body-bytes",
+    ),
+    (
         "serve: unknown model",
         lambda t, b: ["serve", "nope@champion", "--tracking-uri", f"sqlite:///{t / 'x.db'}"],
         "no registered model 'nope'",

@@ -56,3 +56,13 @@ def test_labels_and_probabilities_come_from_the_logits(graphs) -> None:
 def test_a_folder_without_a_graph_is_a_task_error(tmp_path) -> None:
     with pytest.raises(TaskError, match=r"model\.onnx"):
         Predictor(tmp_path)
+
+
+
+def test_an_empty_text_alone_is_answered(tiny_model, tmp_path, texts) -> None:
+    # GPT-2's tokenizer has no BOS: an empty text is zero tokens, which must not become a 500.
+    folder = tmp_path / "graph"
+    model = tiny_model("gpt2", "causal-lm")
+    export.apply(export.ExportConfig(), model, folder, task="causal-lm", texts=texts[:8])
+    pred = Predictor(folder)
+    assert len(pred.score([""])) == 1 and len(pred.score(["", "Rain again."])) == 2

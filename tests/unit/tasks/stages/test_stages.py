@@ -46,9 +46,9 @@ def test_each_kind_declares_what_the_planner_and_scheduler_read(kind: str) -> No
     assert set(st.needs) <= set(STAGES) and kind not in st.needs
     config = {"steps": 10} if kind == "distill" else {}
     assert st.cost_of(config) > 0
-    # Stages without a config (they measure) carry the version their ids hash, unchanged since v4.
+    # Stages without a config (they measure) carry the version their ids hash, unchanged since v5.
     if kind in ("reference", "evaluate"):
-        assert st.logic_version == 4
+        assert st.logic_version == 5
 
 
 def test_needs_match_the_plan(tmp_path) -> None:
@@ -75,7 +75,7 @@ def test_the_table_drives_plan_priorities(tmp_path, monkeypatch) -> None:
 
 def test_the_table_drives_the_ids_of_stages_without_a_config(tmp_path, monkeypatch) -> None:
     plan = _plan(tmp_path)
-    monkeypatch.setitem(STAGES, "evaluate", replace(STAGES["evaluate"], logic_version=5))
+    monkeypatch.setitem(STAGES, "evaluate", replace(STAGES["evaluate"], logic_version=6))
     bumped = _plan(tmp_path)
     gone = {s for s in plan.stages if s not in bumped.stages}
     assert gone == {s.id for s in plan.stages.values() if s.kind == "evaluate"} != set()
