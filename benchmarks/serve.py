@@ -3,28 +3,31 @@
     python benchmarks/serve.py [--json] [--model minilm-compressed] [--alias champion]
                                [--spec pipelines/examples/minilm-cpu.yaml] [--requests 300]
                                [--concurrency 1,8,32] [--texts-per-request 1,8] [--rounds 3]
-                               [--tracking-uri URI]
+                               [--threads 1] [--ingress proxy,haproxy] [--tracking-uri URI]
 
 1. The champion is NAME@alias in the registry (the spec's store). Its run's manifest (under the
    spec's artifacts folder) gives the baseline: that run's `none x none` graph, fp32 ONNX.
    Without a registered champion the demo sweep runs first (`slimline run SPEC`).
 2. Both are deployed side by side in one Serve instance on 127.0.0.1 (`/baseline`, `/champion`),
-   one replica each, with the same batching settings (`--max-batch-size`, `--batch-wait-ms`).
-3. Load: a bounded asyncio httpx client sends `--requests` POST /embed requests (k real corpus
-   sentences each, for k in `--texts-per-request`), `c` at a time, for c in `--concurrency`;
-   every round visits baseline and champion alternately, and medians over `--rounds` are
-   reported. The same load on GET /healthz (no model work) measures what HTTP and Serve alone
-   cost a request. Client, proxy and replicas share this machine's cores, as on one box.
-4. Where the time goes, measured in this process without HTTP: the same sentences through the
-   same Predictor at batch 1 and at `--max-batch-size` (ORT + tokenisation), and tokenisation
-   alone. The champion/baseline ratios there say how much of the sweep's speed-up batching and
-   short sentences leave; the served ratio adds HTTP and Serve's queueing on top.
+   one replica each, `--threads` ORT threads each, the same batching (adaptive unless
+   `--batch-wait-ms`), once per ingress in `--ingress` (Serve's proxy; Ray's HAProxy mode).
+   Beside them runs the floor an engineer would write by hand for the champion
+   (benchmarks/serve_floor.py: one uvicorn process, one ORT session, the same batcher).
+3. Load: a bounded asyncio httpx client (cluster.load) sends `--requests` POST /embed requests
+   (k real corpus sentences each, for k in `--texts-per-request`), `c` at a time, for c in
+   `--concurrency`; every round visits the servers in alternating order, and medians over
+   `--rounds` are reported. The same load on GET /healthz (no model work) measures what HTTP and
+   Serve alone cost a request. Client, proxy and replicas share this machine's cores.
+4. In this process without HTTP: the same sentences through the same Predictor (same threads) at
+   batch 1 and at `--max-batch-size`, and tokenisation alone.
+5. Goals, per ingress: served champion texts/s at 1 text per request over its in-process batch-1
+   texts/s (>= 0.7 wanted at 8+ clients); served champion/baseline over the in-process ratio
+   (>= 0.85); p50 at 1 client minus the in-process time per text (<= 2 ms).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
+from slimline.cluster.load import run_load
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
 from slimline.pipelines.spec.serve import ServeConfig
 from slimline.pipelines.spec.spec import load_spec
@@ -74,51 +77,14 @@ def _baseline_folder(artifacts: Path, run_id: str) -> tuple[Path, dict[str, Any]
     raise SystemExit(f"{artifacts / run_id}: no fp32 (none x none) graph in the manifest")
 
 
-async def _load(url: str, texts: list[str], requests: int, concurrency: int, per: int = 1) -> dict[str, Any]:
-    """`requests` POSTs of `per` texts each (a GET when `per` is 0), `concurrency` in flight:
-    throughput, latency percentiles of the successful ones, and the errors."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    todo = iter(range(requests))
-    deadline = time.monotonic() + DEADLINE_S
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for i in todo:
-            if time.monotonic() > deadline:
-                errors.append("deadline")
-                continue
-            t0 = time.perf_counter()
-            try:
-                batch = [texts[(i * per + j) % len(texts)] for j in range(per)]
-                r = await (client.post(url, json={"texts": batch}) if per else client.get(url))
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors.append(str(r.status_code))
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {
-        "rps": len(latencies) / wall,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "errors": len(errors),
-    }
-
-
-def _direct(folders: dict[str, Path], texts: list[str], batch: int, rounds: int) -> dict[str, Any]:
+def _direct(
+    folders: dict[str, Path], texts: list[str], batch: int, rounds: int, threads: int
+) -> dict[str, Any]:
     """Texts/s of each graph's Predictor without HTTP (batch 1 and `batch`; ORT threads spinning
     between calls or not), and tokenisation alone."""
     out: dict[str, Any] = {}
     for spin in (True, False):
-        preds = {k: Predictor(f, threads=os.cpu_count(), spinning=spin) for k, f in folders.items()}
+        preds = {k: Predictor(f, threads=threads, spinning=spin) for k, f in folders.items()}
         for b in (1, batch):
             times: dict[str, list[float]] = {k: [] for k in preds}
             for _ in range(rounds):
@@ -136,6 +102,86 @@ def _direct(folders: dict[str, Path], texts: list[str], batch: int, rounds: int)
     return out
 
 
+def _floor(folder: Path, port: int, threads: int, batch: int) -> subprocess.Popen[bytes]:
+    """The hand-written server (benchmarks/serve_floor.py) on `port`, once it answers /healthz."""
+    script = Path(__file__).with_name("serve_floor.py")
+    cmd = [sys.executable, str(script), str(folder), "--port", str(port), "--threads", str(threads)]
+    proc = subprocess.Popen([*cmd, "--max-batch-size", str(batch)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"the hand-written server on port {port} did not come up")
+
+
+def _measure(
+    args: argparse.Namespace, ingress: str, folders: dict[str, Any], texts: list[str], threads: int
+) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+    """Every load level on Serve (baseline, champion, /healthz) and on the floor, rounds interleaved."""
+    cfg = ServeConfig(
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        threads=threads,
+        spinning=args.spinning,
+        ingress=ingress,
+    )
+    levels = [int(c) for c in args.concurrency.split(",")]
+    pers = [int(k) for k in args.texts_per_request.split(",")]
+    results: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    floor = _floor(Path(folders["champion"].folder or ""), args.port + 1, threads, args.max_batch_size)
+    try:
+        # Ray prints its worker notices to stdout; --json promises one document there.
+        with stdout_to_stderr(args.json), serve_instance(cfg):
+            base_src = ServeSource(str(folders["baseline"]), variant="baseline")
+            deploy(base_src, cfg, app_name="baseline", route_prefix="/baseline")
+            deploy(folders["champion"], cfg, app_name="champion", route_prefix="/champion")
+            serve = f"http://127.0.0.1:{args.port}"
+            urls = {
+                "baseline": f"{serve}/baseline/embed",
+                "champion": f"{serve}/champion/embed",
+                "champion, hand-written floor": f"http://127.0.0.1:{args.port + 1}/embed",
+            }
+            for url in urls.values():  # warm: first requests pay for lazy initialisation
+                run_load(url, texts, 20, 4)
+            for per, c, r in itertools.product(pers, levels, range(args.rounds)):
+                names = list(urls) if r % 2 == 0 else list(urls)[::-1]
+                for name in names:
+                    got = run_load(urls[name], texts, args.requests, c, per, DEADLINE_S)
+                    results.setdefault((f"{name} [{ingress}]", per, c), []).append(got)
+                if per == pers[0]:  # no model at all: what HTTP and Serve cost a request here
+                    got = run_load(f"{serve}/baseline/healthz", texts, args.requests, c, 0, DEADLINE_S)
+                    results.setdefault((f"healthz (no model) [{ingress}]", 0, c), []).append(got)
+    finally:
+        floor.terminate()
+        floor.wait(30)
+    return results
+
+
+def _goals(out: dict[str, Any], ingress: str) -> dict[str, Any]:
+    """The issue's three goals for one ingress, from the medians: served/in-process texts/s at 1
+    text per request (8 and more clients), served ratio over in-process ratio, p50 at 1 client."""
+    rows = {(r["model"], r["texts_per_request"], r["concurrency"]): r for r in out["rows"]}
+    direct = out["direct_texts_per_s"]["b1, not spinning"]
+    in_ratio = direct["champion"] / direct["baseline"]
+    in_ms = 1000 / direct["champion"]
+    goals: dict[str, Any] = {}
+    for (model, per, c), r in rows.items():
+        if model != f"champion [{ingress}]":
+            continue
+        base = rows[(f"baseline [{ingress}]", per, c)]
+        goals[f"{per} text(s)/request, c={c}"] = {
+            "served_over_in_process": r["texts_per_s"] / (direct["champion"]) if per == 1 else None,
+            "ratio_over_in_process_ratio": (r["rps"] / base["rps"]) / in_ratio,
+            "p50_minus_in_process_ms": r["p50_ms"] - in_ms * per if c == 1 else None,
+        }
+    return goals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default="pipelines/examples/minilm-cpu.yaml")
@@ -146,8 +192,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch-size", type=int, default=16)
-    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--batch-wait-ms", type=float, default=0.0)
     ap.add_argument("--texts-per-request", default="1,8")
+    ap.add_argument("--threads", type=int, default=1, help="ORT threads per replica, and in process")
+    ap.add_argument("--ingress", default="proxy,haproxy", help="Serve ingresses to measure, in turn")
     ap.add_argument("--spinning", action="store_true", help="ORT threads of the replicas busy-wait")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--json", action="store_true")
@@ -159,40 +207,20 @@ def main() -> None:
     base_folder, manifest = _baseline_folder(Path(spec.artifacts.path), dict(mv.tags)["slimline.run_id"])
     sweep = metrics_of(dict(mv.tags))
     texts = builtin_corpus()[:200]
-    levels = [int(c) for c in args.concurrency.split(",")]
-    threads = os.cpu_count() or 1
-    cfg = ServeConfig(
-        port=args.port,
-        max_batch_size=args.max_batch_size,
-        batch_wait_ms=args.batch_wait_ms,
-        threads=threads,
-        spinning=args.spinning,
-    )
     pers = [int(k) for k in args.texts_per_request.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    ingresses = args.ingress.split(",")
     results: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
-    # Ray prints its worker notices to stdout; --json promises one document there.
-    with stdout_to_stderr(args.json), serve_instance(cfg):
-        deploy(
-            ServeSource(str(base_folder), variant="baseline"),
-            cfg,
-            app_name="baseline",
-            route_prefix="/baseline",
-        )
-        deploy(champ, cfg, app_name="champion", route_prefix="/champion")
-        base = f"http://127.0.0.1:{args.port}"
-        for name in ("baseline", "champion"):  # warm both: first requests pay for lazy initialisation
-            asyncio.run(_load(f"{base}/{name}/embed", texts, 20, 4))
-        for per, c, r in itertools.product(pers, levels, range(args.rounds)):
-            order = ["baseline", "champion"] if r % 2 == 0 else ["champion", "baseline"]
-            for name in order:
-                got = asyncio.run(_load(f"{base}/{name}/embed", texts, args.requests, c, per))
-                results.setdefault((name, per, c), []).append(got)
-            if per == pers[0]:  # no model at all: what HTTP and Serve cost a request here
-                got = asyncio.run(_load(f"{base}/baseline/healthz", texts, args.requests, c, 0))
-                results.setdefault(("healthz (no model)", 0, c), []).append(got)
+    for ingress in ingresses:
+        folders = {"baseline": base_folder, "champion": champ}
+        results.update(_measure(args, ingress, folders, texts, args.threads))
     direct = _direct(
-        {"baseline": base_folder, "champion": Path(champ.folder or "")}, texts, args.max_batch_size, 3
+        {"baseline": base_folder, "champion": Path(champ.folder or "")},
+        texts,
+        args.max_batch_size,
+        3,
+        args.threads,
     )
     rows = []
     for (name, per, c), runs in results.items():
@@ -210,9 +238,13 @@ def main() -> None:
             }
         )
     ratios = {}
-    for per, c in itertools.product(pers, levels):
-        pairs = zip(results["champion", per, c], results["baseline", per, c], strict=True)
-        ratios[f"{per} text(s)/request, c={c}"] = statistics.median(ch["rps"] / b["rps"] for ch, b in pairs)
+    for ingress, per, c in itertools.product(ingresses, pers, levels):
+        pairs = zip(
+            results[f"champion [{ingress}]", per, c], results[f"baseline [{ingress}]", per, c], strict=True
+        )
+        ratios[f"{ingress}: {per} text(s)/request, c={c}"] = statistics.median(
+            ch["rps"] / b["rps"] for ch, b in pairs
+        )
     flags = set(cpu_flags().split())
     out = {
         "cpu": cpu_model(),
@@ -238,11 +270,13 @@ def main() -> None:
             "rounds": args.rounds,
             "max_batch_size": args.max_batch_size,
             "batch_wait_ms": args.batch_wait_ms,
-            "threads": threads,
+            "threads": args.threads,
             "texts_per_request": pers,
             "spinning": args.spinning,
+            "ingress": ingresses,
         },
     }
+    out["goals"] = {ingress: _goals(out, ingress) for ingress in ingresses}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -287,6 +321,14 @@ def _table(out: dict[str, Any]) -> None:
     sweep, at = out["sweep_speedup_vs_baseline"], out["sweep_latency_setting"]
     console.print(f"  same graphs in-process, no HTTP ({direct}); sweep: {sweep:.2f}x at {at}")
     console.print(f"  tokenisation: {out['tokenize_ms_per_text']:.2f} ms per text")
+    for ingress, goals in out["goals"].items():
+        for load, g in goals.items():
+            parts = [f"ratio/in-process ratio {g['ratio_over_in_process_ratio']:.2f} (goal >= 0.85)"]
+            if g["served_over_in_process"] is not None:
+                parts.insert(0, f"served/in-process {g['served_over_in_process']:.2f} (goal >= 0.7 at c>=8)")
+            if g["p50_minus_in_process_ms"] is not None:
+                parts.append(f"p50 - in-process {g['p50_minus_in_process_ms']:+.1f} ms (goal <= 2)")
+            console.print(f"  goals [{ingress}] {load}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

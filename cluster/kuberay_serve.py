@@ -63,6 +63,7 @@ def rayservice(ref: str, name: str, cfg: ServeConfig, *, image: str = IMAGE) -> 
     if cfg.gpus_per_replica <= 0:
         _cpu_only(cluster)
     env = [{"name": URI_ENV, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}}]
+    env += [{"name": k, "value": v} for k, v in cfg.ingress_env().items()]  # read when Serve starts
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         for container in group["template"]["spec"]["containers"]:
             container["env"] = copy.deepcopy(env)  # shared objects become YAML anchors

@@ -1,8 +1,10 @@
 """Serving a registered graph on Ray Serve: one deployment per application, batched, over HTTP.
 
 The replica holds a `tasks.serving.Predictor` (one ONNX Runtime session, CUDA provider when it
-has a GPU) behind FastAPI. Requests are batched by Serve (`serve.batch`); the ONNX Runtime call
-runs in a thread, so the replica keeps accepting requests (and health checks) meanwhile.
+has a GPU, as many threads as CPUs it reserves) behind FastAPI. Requests are batched adaptively
+(`cluster.batching`: a batch is what queued while the model ran, a lone request runs at once, and
+texts are padded per length bucket); the ONNX Runtime call runs in a thread, so the replica keeps
+accepting requests (and health checks) meanwhile.
 
 Redeploying an application under the same name with another model version is Serve's rolling
 update: old replicas finish their in-flight requests and stop, new ones start (a fifth of the
@@ -12,7 +14,6 @@ Serve's router rather than fail. `--follow` uses exactly that.
 
 # No `from __future__ import annotations`: FastAPI reads `request: Request` from the real
 # annotation (as a string, Serve's ingress wrapper makes it a query parameter).
-import asyncio
 import contextlib
 import functools
 import logging
@@ -29,6 +30,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from slimline.cluster.batching import Batcher
+from slimline.cluster.serve_generate import Generation, GenerationLoop, generate_response
+from slimline.cluster.serve_generate import request_body as generate_body
 from slimline.cluster.serve_requests import (
     ERRORS,
     Embeddings,
@@ -107,8 +111,8 @@ class ServeSource:
 _SERVED: dict[str, Any] = {}
 
 
-def _document(endpoint: str, cfg: ServeConfig) -> None:
-    _SERVED.update(endpoint=f"/{endpoint}", cfg=cfg)
+def _document(endpoint: str, cfg: ServeConfig, generates: bool = False) -> None:
+    _SERVED.update(endpoint=f"/{endpoint}", cfg=cfg, generates=generates)
 
 
 class _Api(FastAPI):
@@ -124,6 +128,11 @@ class _Api(FastAPI):
         for path, ops in schema["paths"].items():
             if path in TASK_ENDPOINTS and path != endpoint:
                 continue  # a 404 naming the right endpoint, not part of this API
+            if path == "/generate":
+                if not _SERVED.get("generates"):
+                    continue  # a 404: this model does not generate
+                body = generate_body(cfg.max_new_tokens, cfg.max_prompt_chars)
+                ops = {**ops, "post": {**ops["post"], "requestBody": body}}
             if path == endpoint:
                 ops = {
                     **ops,
@@ -197,7 +206,7 @@ class ModelServer:
         self.source = source
         self.cfg = ServeConfig.model_validate(config)
         device = "cuda" if self.cfg.gpus_per_replica > 0 else "cpu"
-        threads = self.cfg.threads or os.cpu_count() or 1
+        threads = self.cfg.ort_threads(os.cpu_count() or 1)
         self.folder: Path | None = source.local_folder()
         try:
             self.predictor = Predictor(
@@ -210,38 +219,23 @@ class ModelServer:
         except BaseException:
             self.__del__()
             raise
-        _document(self.predictor.endpoint, self.cfg)
-        self._batched.set_max_batch_size(self.cfg.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_ms / 1000)
+        self.generator: GenerationLoop | None = None
+        if self.predictor.task == "causal-lm" and self.predictor.meta.get("kv_cache"):
+            from slimline.tasks.generation import Generator
+
+            gen = Generator.from_predictor(self.predictor, self.folder)
+            self.generator = GenerationLoop(gen, max_batch=self.cfg.max_batch_size)
+        _document(self.predictor.endpoint, self.cfg, generates=self.generator is not None)
+        batch = self.cfg.max_batch_size
+        self.batcher: Batcher[dict[str, Any]] = Batcher(
+            lambda texts: self.predictor.predict(texts, batch), batch, self.cfg.batch_wait_ms / 1000
+        )
 
     def __del__(self) -> None:
         """Serve calls this when the replica stops: a registry pull into a temporary folder goes."""
         folder, self.folder = getattr(self, "folder", None), None
         if folder is not None:
             self.source.release(folder)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]] | Exception]:
-        flat = [t for texts in requests for t in texts]
-        try:
-            results = await asyncio.to_thread(self.predictor.predict, flat, self.cfg.max_batch_size)
-        except Exception:
-            if len(requests) == 1:
-                raise
-            # One request's texts failed the batch: each request alone, so only that one fails.
-            return [await self._alone(texts) for texts in requests]
-        out: list[list[dict[str, Any]] | Exception] = []
-        at = 0
-        for texts in requests:
-            out.append(results[at : at + len(texts)])
-            at += len(texts)
-        return out
-
-    async def _alone(self, texts: list[str]) -> list[dict[str, Any]] | Exception:
-        try:
-            return await asyncio.to_thread(self.predictor.predict, texts, self.cfg.max_batch_size)
-        except Exception as exc:  # handed to its own request, which raises it
-            return exc
 
     async def _run(self, endpoint: str, request: Request) -> list[dict[str, Any]]:
         """The model's answers to a request's texts; every fault of the request is a 4xx with
@@ -254,9 +248,7 @@ class ModelServer:
         body = await read_body(request.headers, request.stream(), self.cfg.max_body_bytes)
         texts = parse_texts(body, max_texts=self.cfg.max_texts, max_text_chars=self.cfg.max_text_chars)
         try:
-            got = await self._batched(texts)
-            if isinstance(got, Exception):
-                raise got
+            return await self.batcher.submit(texts)
         except (TaskError, ValueError) as exc:  # what the model says of the request's data
             raise HTTPException(422, f"body.texts: {one_line(exc)}") from exc
         except Exception as exc:
@@ -264,7 +256,6 @@ class ModelServer:
             raise HTTPException(
                 500, f"the model failed: {type(exc).__name__} (see the replica's log)"
             ) from exc
-        return got
 
     @api.post("/embed", response_model=Embeddings, responses=ERRORS, openapi_extra=_BODY)
     async def embed(self, request: Request) -> Response:
@@ -290,6 +281,26 @@ class ModelServer:
         """Per-token log-probabilities of each text (causal LMs)."""
         return _json({"results": await self._run("score", request), "version": self.source.version})
 
+    @api.post(
+        "/generate",
+        response_model=Generation,
+        responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        openapi_extra={
+            "requestBody": generate_body(ServeConfig().max_new_tokens, ServeConfig().max_prompt_chars)
+        },
+    )
+    async def generate(self, request: Request) -> Response:
+        """Text from a prompt or chat messages (causal LMs with a decoding graph); Server-Sent
+        Events with `"stream": true`."""
+        return await generate_response(
+            self.generator,
+            request,
+            max_body_bytes=self.cfg.max_body_bytes,
+            max_new_tokens_limit=self.cfg.max_new_tokens,
+            max_prompt_chars=self.cfg.max_prompt_chars,
+            version=self.source.version,
+        )
+
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         """200 once the replica has its session."""
@@ -298,7 +309,14 @@ class ModelServer:
     @api.get("/model")
     async def model(self) -> dict[str, Any]:
         """Name, version, alias, variant id and lineage of what this replica serves."""
-        return {**self.source.describe(), **self.predictor.describe(), "pid": os.getpid()}
+        batcher = self.batcher
+        served = {
+            "threads": self.predictor.threads,
+            "batches": batcher.batches,
+            "texts": batcher.texts,
+            "generate": self.generator is not None,
+        }
+        return {**self.source.describe(), **self.predictor.describe(), "pid": os.getpid(), "served": served}
 
 
 def application(source: ServeSource, cfg: ServeConfig) -> Any:
@@ -324,6 +342,21 @@ QUIET_RETRIES = "RAY_enable_output_error_log_if_still_retry"
 
 
 @contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (a Ray started inside inherits them), then restored."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool = False) -> Iterator[None]:
     """Ray (embedded on loopback, or `address`) with Serve's HTTP proxy on cfg.host:cfg.port.
 
@@ -343,27 +376,30 @@ def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool =
     import ray
     from slimline.cluster.ray_executor import join_ray
 
-    saved = os.environ.get(QUIET_RETRIES)
-    if not verbose:  # read by Ray's core worker when it starts, in ray.init
-        os.environ[QUIET_RETRIES] = "0"
-    try:
+    env = {} if verbose else {QUIET_RETRIES: "0"}  # read by Ray's core worker, in ray.init
+    # Read by Serve's controller and proxies when they start: set here for the embedded Ray; a
+    # cluster's nodes need them in their own environment.
+    env.update(cfg.ingress_env())
+    with _environ(env):
         owns = join_ray(address, verbose=verbose)
-    finally:
-        if saved is None:
-            os.environ.pop(QUIET_RETRIES, None)
-        else:
-            os.environ[QUIET_RETRIES] = saved
+    serve_log = logging.getLogger("ray.serve")  # "Started Serve", "Application ... is ready": noise
+    level = serve_log.level
+    if not verbose:
+        serve_log.setLevel(logging.WARNING)
     try:
         serve.start(
             http_options={"host": cfg.host, "port": cfg.port}, logging_config={"log_level": "WARNING"}
         )
         yield
     finally:
-        if owns:
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
+        try:
+            if owns:
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+        finally:
+            serve_log.setLevel(level)
 
 
 def deploy(source: ServeSource, cfg: ServeConfig, *, app_name: str, route_prefix: str = "/") -> None:

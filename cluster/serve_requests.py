@@ -85,10 +85,10 @@ def refuse_media(headers: Mapping[str, str]) -> None:
     """415 for a body that cannot be a JSON document; any other content type is parsed as JSON."""
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype.startswith(NOT_JSON):
-        raise HTTPException(415, f"content-type {_quote(ctype)}: send the JSON body as application/json")
+        raise HTTPException(415, f"content-type {quote(ctype)}: send the JSON body as application/json")
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity"):
-        raise HTTPException(415, f"content-encoding {_quote(encoding)}: send the body uncompressed")
+        raise HTTPException(415, f"content-encoding {quote(encoding)}: send the body uncompressed")
 
 
 async def read_body(headers: Mapping[str, str], stream: AsyncIterator[bytes], limit: int) -> bytes:
@@ -107,30 +107,40 @@ async def read_body(headers: Mapping[str, str], stream: AsyncIterator[bytes], li
     return b"".join(chunks)
 
 
-def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list[str]:
-    """The texts of `{"texts": [...]}`; else 422 naming the first bad field. orjson refuses
-    invalid UTF-8, lone surrogates, NaN/Infinity and nesting deeper than 1024."""
+def json_object(
+    body: bytes, fields: tuple[str, ...], expected: str = EXPECTED, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The body as a JSON object with every `required` key and none outside `fields`; else 422
+    naming what is wrong. orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity and nesting
+    deeper than 1024."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise HTTPException(422, f"body: JSON decode error: {_quote(str(exc), 120)} {EXPECTED}") from None
+        raise HTTPException(422, f"body: JSON decode error: {quote(str(exc), 120)} {expected}") from None
     if not isinstance(doc, dict):
-        raise _bad("body", f"expected an object, got {_kind(doc)}")
-    if "texts" not in doc:
-        raise _bad("body.texts", "Field required")
-    extra = next((key for key in doc if key != "texts"), None)
+        raise HTTPException(422, f"body: expected an object, got {kind(doc)} {expected}")
+    missing = next((key for key in required if key not in doc), None)
+    if missing is not None:
+        raise HTTPException(422, f"body.{missing}: Field required {expected}")
+    extra = next((key for key in doc if key not in fields), None)
     if extra is not None:
-        raise _bad(f"body.{_quote(extra)}", "Extra inputs are not permitted")
+        raise HTTPException(422, f"body.{quote(extra)}: Extra inputs are not permitted {expected}")
+    return doc
+
+
+def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list[str]:
+    """The texts of `{"texts": [...]}`; else 422 naming the first bad field."""
+    doc = json_object(body, ("texts",), required=("texts",))
     texts = doc["texts"]
     if not isinstance(texts, list):
-        raise _bad("body.texts", f"expected a list of strings, got {_kind(texts)}")
+        raise _bad("body.texts", f"expected a list of strings, got {kind(texts)}")
     if not texts:
         raise _bad("body.texts", "expected at least one text")
     if len(texts) > max_texts:
         raise HTTPException(422, f"body.texts: at most {max_texts} per request, got {len(texts)}")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise _bad(f"body.texts.{i}", f"expected a string, got {_kind(text)}")
+            raise _bad(f"body.texts.{i}", f"expected a string, got {kind(text)}")
         if len(text) > max_text_chars:
             raise HTTPException(
                 422, f"body.texts.{i}: {len(text)} characters, at most {max_text_chars} per text"
@@ -141,7 +151,7 @@ def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list[str
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one short line (its last non-empty line: where a traceback ends)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return _quote(lines[-1] if lines else type(exc).__name__, limit)
+    return quote(lines[-1] if lines else type(exc).__name__, limit)
 
 
 def _too_large(got: str, limit: int) -> HTTPException:
@@ -152,13 +162,14 @@ def _bad(where: str, what: str) -> HTTPException:
     return HTTPException(422, f"{where}: {what} {EXPECTED}")
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
+    """What a JSON value is, in words, for an error line."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
 
 
-def _quote(text: str, limit: int = 40) -> str:
+def quote(text: str, limit: int = 40) -> str:
     """`text` cut to `limit` characters, its control characters escaped: it stays one line."""
     cut = text[:limit] + ("..." if len(text) > limit else "")
     return cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut

@@ -58,6 +58,10 @@ class VariantRow(_Open):
         default_factory=dict, description="metric name -> value or [low, high] (docs/metrics.md)"
     )
     onnx: str | None = Field(default=None, description="the variant's ONNX graph")
+    served: dict[str, float] | None = Field(
+        default=None,
+        description="served on Ray Serve under evaluate.serving's load: rps, texts_per_s, p50_ms, ...",
+    )
     stages: list[str] | None = Field(
         default=None, description="every stage id it was built from or read (what gc keeps for it)"
     )
@@ -128,6 +132,10 @@ class Manifest(_Open):
     tick_id: str | None = None
     stages_per_node: dict[str, int] = Field(default_factory=dict)
     submission_id: str | None = None
+    deployed: dict[str, Any] | None = Field(
+        default=None,
+        description="evaluate.serving: the load, each served graph's medians and rounds, pick/baseline",
+    )
     base_model_digest: str | None = None
     search: dict[str, Any] | None = Field(
         default=None, description="a search's trials, rungs and best so far; null for a grid"

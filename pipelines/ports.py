@@ -15,7 +15,7 @@ from slimline.tasks.base import Record
 
 if TYPE_CHECKING:
     from slimline.pipelines.plan.plan import Plan, Stage
-    from slimline.pipelines.spec.spec import Spec
+    from slimline.pipelines.spec.spec import ServingLoad, Spec
 
 
 class Observer(Protocol):
@@ -33,6 +33,10 @@ class Observer(Protocol):
         """`stage` finished (or came from the cache) with `record`."""
         ...
 
+    def note(self, line: str) -> None:
+        """What the run does now that is no stage (e.g. serving the pick): one line."""
+        ...
+
 
 class NullObserver:
     """Watches nothing."""
@@ -44,6 +48,9 @@ class NullObserver:
         pass
 
     def finished(self, stage: Stage, record: Record) -> None:
+        pass
+
+    def note(self, line: str) -> None:
         pass
 
 
@@ -155,4 +162,13 @@ class Registry(Protocol):
 
     def finish(self, run: TrackedRun, manifest: dict[str, Any], run_dir: Path) -> None:
         """Attach the final manifest and reports to the run and close it."""
+        ...
+
+
+class ServingProbe(Protocol):
+    """Serves graph folders side by side and loads each alike (`evaluate.serving`)."""
+
+    def measure(self, graphs: dict[str, Path], load: ServingLoad, texts: list[str]) -> dict[str, Record]:
+        """Per key of `graphs`: the served load's `rounds` (each {rps, texts_per_s, p50_ms,
+        p99_ms, errors, requests}) and their medians; raises on a deployment that never came up."""
         ...

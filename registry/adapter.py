@@ -122,6 +122,9 @@ class MlflowRegistry:
             self.client.log_param(rid, k, str(v))
         for k, v in _numeric(manifest["baseline"]).items():
             self.client.log_metric(rid, f"baseline.{k}", v)
+        base = next((r for r in manifest["variants"] if r["id"] == manifest["baseline"].get("variant")), {})
+        for k, v in _numeric(base.get("served") or {}).items():
+            self.client.log_metric(rid, f"baseline.served.{k}", v)
         return rid
 
     def _child(self, exp_id: str, parent: str, row: dict[str, Any]) -> str:
@@ -141,6 +144,8 @@ class MlflowRegistry:
             self.client.log_param(rid, k, v)
         for k, v in _numeric(row["metrics"]).items():
             self.client.log_metric(rid, k, v)
+        for k, v in _numeric(row.get("served") or {}).items():  # evaluate.serving: its endpoint's load
+            self.client.log_metric(rid, f"served.{k}", v)
         self._log_distillation(rid, row.get("distillation"))
         self.client.set_terminated(rid, "FINISHED" if row["status"] in DONE else "FAILED")
         return rid
@@ -204,7 +209,10 @@ class MlflowRegistry:
                 onnx.load(str(path)),
                 name="model",
                 signature=infer_signature(feeds, outputs),
-                input_example=feeds,
+                # An empty KV cache (0 past tokens) does not survive MLflow's JSON round trip of the
+                # example (its shape is lost), so MLflow's check of it fails, printing every input:
+                # a decoding graph gets the signature alone.
+                input_example=None if any(k.startswith("past_key_values.") for k in feeds) else feeds,
                 pip_requirements=pip_requirements(),
                 onnx_execution_providers=["CPUExecutionProvider"],
                 extra_files=extras,  # the tokenizer and meta.json make a pulled model usable on its own

@@ -57,6 +57,9 @@ def version_tags(manifest: dict[str, Any], row: dict[str, Any]) -> dict[str, str
     }
     # One tag for all metrics: the registry UI shows every tag in the versions table.
     tags[METRICS_TAG] = json.dumps(numeric(m), sort_keys=True)
+    if row.get("served"):  # what its endpoint delivered in this run (evaluate.serving)
+        load = (manifest.get("deployed") or {}).get("load") or {}
+        tags[f"{TAG}served"] = json.dumps({**row["served"], "load": load}, sort_keys=True)
     if (pipeline := _pipeline(row.get("onnx"))) is not None:
         tags[f"{TAG}pipeline"] = json.dumps(pipeline, sort_keys=True)
     return tags

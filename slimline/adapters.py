@@ -68,6 +68,13 @@ def _tune(*, debug: bool = False) -> Any:
     return TuneSearcher(verbose=debug)
 
 
+def serving_probe() -> Any:
+    """The ServingProbe of `evaluate.serving`: Ray Serve on loopback (cluster.serve_probe)."""
+    from slimline.cluster.serve_probe import ServeProbe
+
+    return ServeProbe()
+
+
 EXECUTORS: dict[str, ExecutorFactory] = {"ray": _ray, "local": _local}
 REGISTRIES: dict[str, RegistryFactory] = {"mlflow": _mlflow, "none": _memory}
 SEARCHERS: dict[str, SearcherFactory] = {"tune": _tune}

@@ -115,7 +115,7 @@ def sweep(
 ) -> dict[str, Any]:
     """The run before publishing: checks (store reachable, model and data readable: exit-2 errors
     before any cluster starts; `checked`: the caller did them), then the grid or the search."""
-    from slimline.adapters import executor_for, searcher_for
+    from slimline.adapters import executor_for, searcher_for, serving_probe
     from slimline.pipelines.run.run import preflight
     from slimline.pipelines.run.run import run as run_plan
     from slimline.pipelines.run.search import search_and_run
@@ -123,6 +123,8 @@ def sweep(
     if not checked:
         registry.check()
         preflight(spec)
+    if spec.evaluate.serving is not None:  # the pick is served and loaded after selection
+        options.setdefault("serving", serving_probe())
     with executor_for(executor, spec, address=address, debug=debug) as ex:
         if spec.search is not None:
             searcher = searcher_for("tune", debug=debug)

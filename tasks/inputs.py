@@ -93,6 +93,36 @@ def batches(
         yield {k: torch.from_numpy(v) for k, v in feed.items()} if kind == "pt" else feed
 
 
+def length_buckets(
+    tokenizer: Any, texts: list[str], batch_size: int, max_length: int, names: list[str]
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """(positions, feed) per batch of `texts` sorted by token count: each batch is padded to its
+    own longest text, so one long text no longer pads fifteen short ones (serving's batches mix
+    whatever requests arrived together). Texts are tokenised once; padding follows the
+    tokenizer's side, with its pad id (0 when it has none)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        feed: dict[str, np.ndarray] = {}
+        for name in names:
+            rows = enc[name] if name in enc else [[0] * len(ids[i]) for i in range(len(ids))]
+            fill = pad_id if name == "input_ids" else 0
+            out = np.full((len(chunk), width), fill, dtype=np.int64)
+            for r, i in enumerate(chunk):
+                row = rows[i]
+                if left:
+                    out[r, width - len(row) :] = row
+                else:
+                    out[r, : len(row)] = row
+            feed[name] = out
+        yield chunk, feed
+
+
 def torch_forward(wrapped: nn.Module, feed: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     """Run a wrapped model on a numpy feed, without gradients; float32 numpy out."""
     with torch.no_grad():

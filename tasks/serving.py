@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from slimline.tasks.base import Record, TaskError
 from slimline.tasks.graph import ONNX_NAME, read_meta, tokenizer_of, with_past
-from slimline.tasks.inputs import batches
+from slimline.tasks.inputs import length_buckets
 from slimline.tasks.pipeline import OutputPipeline, from_meta
 from slimline.tasks.runtime import session
 
@@ -51,6 +51,7 @@ class Predictor:
             raise TaskError(f"{folder}: cannot serve task {self.task!r}")
         self.endpoint = ENDPOINTS[self.task]
         self.tokenizer: Any = tokenizer_of(onnx_path)
+        self.threads = threads
         self.session: Any = session(onnx_path, device=device, threads=threads, spinning=spinning)
         self.providers: list[str] = list(self.session.get_providers())
         self.pipeline: OutputPipeline = from_meta(self.meta)
@@ -58,11 +59,15 @@ class Predictor:
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[Record]:
         """One result per text, in order (see `_results` for each task's fields)."""
-        out: list[Record] = []
-        for feed in batches(self.tokenizer, texts, batch_size, self.max_length, self.meta["inputs"]):
+        if not texts:
+            return []
+        out: list[Record | None] = [None] * len(texts)
+        names = self.meta["inputs"]
+        for where, feed in length_buckets(self.tokenizer, texts, batch_size, self.max_length, names):
             raw = self.session.run(None, with_past(feed, self.meta))[0].astype(np.float32)
-            out.extend(self._results(raw, feed))
-        return out
+            for i, result in zip(where, self._results(raw, feed), strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
 
     def _endpoint(self, name: str, texts: list[str], batch_size: int) -> list[Record]:
         if name != self.endpoint:  # the same answer as the HTTP endpoint's 404

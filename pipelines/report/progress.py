@@ -87,6 +87,11 @@ class SweepProgress:
             self._log(stage, record)
         self._refresh()
 
+    def note(self, line: str) -> None:
+        """One line of what the run does between stages."""
+        elapsed = time.monotonic() - self._start
+        self.console.print(f"[{elapsed:6.1f}s] {line}", highlight=False, markup=False)
+
     def trial(self, entry: dict[str, Any]) -> None:
         """A search trial reported a rung: one line, the trials by rung, the best so far."""
         last = entry["rungs"][-1]

@@ -59,7 +59,38 @@ def verdict_lines(manifest: dict[str, Any]) -> list[str]:
     gate = manifest.get("gate")
     if gate:
         lines.append(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
-    return lines
+    deployed = deployed_line(manifest)
+    return lines + ([deployed] if deployed else [])
+
+
+def deployed_line(manifest: dict[str, Any]) -> str | None:
+    """evaluate.serving in words: the pick and the baseline served side by side, beside the graph's
+    own speed-up, so the report says how much of the win reaches the endpoint."""
+    dep = manifest.get("deployed")
+    if not dep:
+        return None
+    load = dep.get("load") or {}
+    how = (
+        f"deployed (Ray Serve {load.get('ingress', 'proxy')}, {load.get('clients')} clients, "
+        f"{load.get('texts_per_request')} text(s)/request)"
+    )
+    if dep.get("error"):
+        return f"{how}: not measured: {dep['error']}"
+    rows = {v["id"]: v for v in manifest["variants"]}
+    pick, base = rows[dep["variant"]], rows[dep["baseline"]]
+
+    def one(row: dict[str, Any]) -> str:
+        s = row.get("served") or {}
+        errors = f", {int(s['errors'])} errors" if s.get("errors") else ""
+        rps, p50, p99 = (s.get(k, float("nan")) for k in ("rps", "p50_ms", "p99_ms"))
+        return f"{rps:.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms{errors}"
+
+    graph = pick["metrics"].get("speedup_vs_baseline")
+    beside = f" (graph timing {graph:.2f}x)" if isinstance(graph, int | float) else ""
+    return (
+        f"{how}: {pick['label']} {one(pick)}; baseline {one(base)}: "
+        f"{dep.get('ratio', float('nan')):.2f}x served{beside}"
+    )
 
 
 def environment_line(manifest: dict[str, Any]) -> str:

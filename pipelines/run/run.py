@@ -12,10 +12,11 @@ from typing import Any
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.manifest import Manifest
 from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_id
-from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry
+from slimline.pipelines.ports import Executor, NullObserver, Observer, Registry, ServingProbe
 from slimline.pipelines.report.report import write_reports
 from slimline.pipelines.run import champion
 from slimline.pipelines.run.data import RunData, prepare_data, resolve_max_length
+from slimline.pipelines.run.deployed import measure_deployed
 from slimline.pipelines.run.records import RUN_ID, RunStatus, Status, failed, succeeded
 from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.run.select import Selection, select
@@ -201,11 +202,15 @@ def run(
     registry: Registry | None = None,
     combos: list[Combo] | None = None,
     search: dict[str, Any] | None = None,
+    serving: ServingProbe | None = None,
 ) -> dict[str, Any]:
     """Run the whole sweep and write `<artifacts>/<run_id>/manifest.json`; returns the manifest.
 
     With a `registry` that holds a champion for the spec's model name, the champion is evaluated
     on this run's data and timed beside the candidates (pipelines.champion): what the gate reads.
+
+    With `spec.evaluate.serving` and a `serving` probe, the pick and the baseline are then served
+    side by side and loaded (pipelines.run.deployed): the manifest's `deployed` section.
 
     Ctrl-C still writes a consistent manifest (status failed, unfinished stages interrupted) and
     then re-raises KeyboardInterrupt; every finished stage stays cached for the next run.
@@ -253,6 +258,11 @@ def run(
     candidates = [r for r in rows if r["id"] != plan.baseline]
     choice = Selection([], {}, {}) if interrupted else select(candidates, spec.select, samples)
     base_row = next(r for r in rows if r["id"] == plan.baseline)
+    deployed = None
+    if spec.evaluate.serving is not None and serving is not None and not interrupted:
+        deployed = measure_deployed(
+            serving, spec.evaluate.serving, rows, plan.baseline, choice.selected, ctx.eval_texts, obs
+        )
     ref = next((records[s] for s, st in plan.stages.items() if st.kind == "reference" and s in records), {})
     manifest = {
         "run_id": run_id,
@@ -279,6 +289,7 @@ def run(
         "submission_id": os.environ.get("SLIMLINE_SUBMISSION_ID"),  # set when submitted as a Ray job
         "base_model_digest": plan.model_digest,  # the digest the load stage's id hashes
         "search": search,  # a search's trials, rungs and best-so-far (None for a grid)
+        "deployed": deployed,  # the pick and the baseline served and loaded (evaluate.serving)
     }
     write_json(root / run_id / "spec.json", spec.public())  # what `registry push` reads
     # Through the typed contract: a field of the wrong type fails here, not in a later reader.

@@ -21,7 +21,7 @@ from typing import Any
 from slimline.pipelines.locks import single_flight
 from slimline.pipelines.plan.plan import Combo
 from slimline.pipelines.plan.space import Dim, check_space, decode, grid_points
-from slimline.pipelines.ports import Executor, Observer, Registry
+from slimline.pipelines.ports import Executor, Observer, Registry, ServingProbe
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.records import DONE
 from slimline.pipelines.run.rows import variant_rows
@@ -330,6 +330,7 @@ def search_and_run(
     max_in_flight: int | None = None,
     tick_id: str | None = None,
     on_result: Any = None,
+    serving: ServingProbe | None = None,
 ) -> dict[str, Any]:
     """Search the spec's space, then run the finalists like a grid (cached stages, one latency
     phase with the baseline and the champion, selection, manifest); returns the manifest."""
@@ -375,4 +376,5 @@ def search_and_run(
         tick_id=tick_id,
         combos=log.finalists(),
         search=summary,
+        serving=serving,
     )

@@ -146,9 +146,23 @@ class VariantsSpec(StrictModel):
     distillation: DistillationSpec = DistillationSpec()
 
 
+class ServingLoad(StrictModel):
+    """`evaluate.serving`: after selection, the pick and the fp32 baseline are served side by
+    side on Ray Serve (loopback) and loaded alike; the manifest, report and registry get what the
+    endpoint delivers, not only what the graph does in process."""
+
+    clients: int = Field(default=8, ge=1, le=256)  # requests in flight at once
+    texts_per_request: int = Field(default=1, ge=1, le=256)
+    requests: int = Field(default=200, ge=1, le=100_000)  # per model and round
+    rounds: int = Field(default=2, ge=1, le=20)  # baseline and pick alternate within each round
+    time_limit_s: float = Field(default=60.0, gt=0, le=3600)  # per model and round, whatever is left
+    ingress: Literal["proxy", "haproxy"] = "proxy"
+
+
 class EvaluateSpec(StrictModel):
     latency: LatencyConfig = LatencyConfig()
     batch_size: int = Field(default=16, ge=1)
+    serving: ServingLoad | None = None  # off unless given: it starts Serve and costs seconds
 
 
 class Bound(StrictModel):
@@ -264,7 +278,8 @@ class Spec(StrictModel):
 
     def digest(self) -> str:
         """Content hash of the validated spec (key order and formatting do not matter)."""
-        data = self.model_dump(mode="json", exclude={"serve"})  # serving changes nothing a run computes
+        # Serving settings change nothing a run computes (evaluate.serving measures after selection).
+        data = self.model_dump(mode="json", exclude={"serve": True, "evaluate": {"serving"}})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

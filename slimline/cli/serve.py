@@ -38,6 +38,8 @@ _FLAGS = (
     "max_body_bytes",
     "max_texts",
     "max_text_chars",
+    "cpus_per_replica",
+    "ingress",
 )
 # A ServeConfig field set by a flag of another name: errors name the flag.
 _FLAG_OF = {"gpus_per_replica": "gpus"}
@@ -161,8 +163,22 @@ def _stop_on_sigterm() -> None:
 @click.option(
     "--max-batch-size", type=int, default=None, help="Requests per batch, and texts per ORT call [16]."
 )
-@click.option("--batch-wait-ms", type=float, default=None, help="How long a batch waits to fill [5].")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads per replica [every CPU].")
+@click.option(
+    "--batch-wait-ms",
+    type=float,
+    default=None,
+    help="Hold each batch this long for more requests [0: a batch is what queued while the model ran].",
+)
+@click.option("--cpus-per-replica", type=float, default=None, help="CPUs each replica reserves [1].")
+@click.option(
+    "--threads", type=int, default=None, help="ONNX Runtime threads per replica [its --cpus-per-replica]."
+)
+@click.option(
+    "--ingress",
+    type=click.Choice(["proxy", "haproxy"]),
+    default=None,
+    help="Serve's HTTP proxy, or Ray's HAProxy ingress (faster; stats ports on all interfaces) [proxy].",
+)
 @click.option("--max-body-bytes", type=int, default=None, help="Larger request bodies get 413 [1 MiB].")
 @click.option("--max-texts", type=int, default=None, help="More texts in a request get 422 [256].")
 @click.option("--max-text-chars", type=int, default=None, help="A longer text gets 422 [20000].")
@@ -178,7 +194,8 @@ def _stop_on_sigterm() -> None:
 def serve(ctx: click.Context, ref: str, spec_path: str | None, **opts: Any) -> None:
     """Serve REF (NAME@alias, NAME/version, NAME, or a run's variant id) over HTTP on Ray Serve.
 
-    POST /embed, /classify or /score (by task) with {"texts": [...]}; GET /healthz and /model.
+    POST /embed, /classify or /score (by task) with {"texts": [...]}; POST /generate for a causal LM
+    with a decoding graph; GET /healthz and /model.
     """
     spec = spec_or_exit(ctx, spec_path) if spec_path else None
     flags = {k: opts[k] for k in _FLAGS}
@@ -211,13 +228,9 @@ def _say(text: str) -> None:
 def _run(
     ctx: click.Context, source: Any, cfg: ServeConfig, *, app: str, ref: str, uri: str, opts: dict[str, Any]
 ) -> None:
-    import logging
-
     from slimline.cluster.serve import serve_instance, undeploy
     from slimline.tasks.serving import ENDPOINTS
 
-    if not opts["verbose"]:
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     prefix = opts["route_prefix"].rstrip("/")
     base = f"http://{cfg.host}:{cfg.port}{prefix}"
     try:

@@ -45,6 +45,11 @@ def registry(tmp_path_factory, tiny_model, tiny_spec) -> dict:
         # Per-channel is more faithful, per-tensor smaller: both on the frontier, both registered.
         select={"constraints": {"fidelity": {"min": 0.5}}, "objectives": ["size_mb", "fidelity"], "top_k": 2},
         registry={"model_name": "tiny-serve", "tracking_uri": store},
+        # The run serves its pick and the baseline side by side and records what the endpoint does.
+        evaluate={
+            "latency": {"batch_size": 1, "sequence_length": 16, "warmup": 1, "repeats": 5},
+            "serving": {"clients": 4, "requests": 40, "rounds": 2},
+        },
     )
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -54,7 +59,41 @@ def registry(tmp_path_factory, tiny_model, tiny_spec) -> dict:
     versions = sorted(int(v.version) for v in client.search_model_versions("name='tiny-serve'"))
     assert len(versions) == 2, versions
     champion = client.get_model_version_by_alias("tiny-serve", "champion").version
-    return {"root": root, "store": store, "versions": versions, "champion": str(champion)}
+    return {
+        "root": root,
+        "store": store,
+        "versions": versions,
+        "champion": str(champion),
+        "manifest": manifest.to_json(),
+    }
+
+
+def test_the_run_judged_the_deployment_and_the_registry_keeps_it(registry) -> None:
+    """evaluate.serving: the pick and the baseline were served and loaded in the run; the numbers
+    are in the manifest, the pick's row, the report and the registered version."""
+    manifest = registry["manifest"]
+    dep = manifest["deployed"]
+    assert "error" not in dep, dep.get("error")
+    pick, base = dep["variant"], dep["baseline"]
+    assert pick == manifest["selected"][0] and base == manifest["baseline"]["variant"]
+    for vid in (pick, base):
+        got = dep["results"][vid]
+        assert len(got["rounds"]) == 2 and got["errors"] == 0, got
+        assert all(r["rps"] > 0 and r["p50_ms"] <= r["p99_ms"] for r in got["rounds"])
+    rows = {r["id"]: r for r in manifest["variants"]}
+    assert rows[pick]["served"]["rps"] == dep["results"][pick]["rps"]
+    rounds = zip(dep["results"][pick]["rounds"], dep["results"][base]["rounds"], strict=True)
+    paired = [p["rps"] / b["rps"] for p, b in rounds]
+    assert min(paired) <= dep["ratio"] <= max(paired)  # the median of the rounds' paired ratios
+    run_dir = Path(registry["root"]) / "artifacts" / manifest["run_id"]
+    report = (run_dir / "report.md").read_text()
+    assert "deployed (Ray Serve proxy, 4 clients, 1 text(s)/request)" in report
+    client = MlflowClient(tracking_uri=registry["store"], registry_uri=registry["store"])
+    version = next(
+        v for v in client.search_model_versions("name='tiny-serve'") if v.tags["slimline.variant_id"] == pick
+    )
+    served = json.loads(version.tags["slimline.served"])
+    assert served["p50_ms"] == rows[pick]["served"]["p50_ms"] and served["load"]["clients"] == 4
 
 
 def _port_free(port: int) -> bool:

@@ -4,6 +4,7 @@ checked against a plain ONNX Runtime run of the same graph."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,50 @@ def test_score_answers_each_tokens_log_probability(served) -> None:
         assert all(lp <= 0 for lp in res["logprobs"])
     wrong = httpx.post(served["url"] + "/score/embed", json={"texts": TEXTS}, timeout=30)
     assert wrong.status_code == 404 and "use POST /score" in wrong.json()["detail"]
+
+
+def test_generate_streams_transformers_greedy_tokens_and_batches_concurrent_clients(
+    served, tiny_decoder
+) -> None:
+    """POST /generate on the decoding graph: greedy tokens equal transformers' generate token for
+    token, SSE deltas add up to the whole text, concurrent requests answer as alone."""
+    import json
+
+    import torch
+    from slimline.tasks.load import load_pretrained
+
+    url = served["url"] + "/score/generate"
+    tok = AutoTokenizer.from_pretrained(str(served["graphs"]["score"]))
+    model = load_pretrained(str(tiny_decoder("llama")), "causal-lm")
+    for prompt in TEXTS[:2]:
+        r = httpx.post(url, json={"prompt": prompt, "max_new_tokens": 12}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        with torch.no_grad():
+            want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                  do_sample=False)[0, ids.shape[1]:].tolist()  # fmt: skip
+        assert body["token_ids"] == want[: len(body["token_ids"])] and body["prompt_tokens"] == ids.shape[1]
+        assert body["finish_reason"] in ("length", "eos")
+        with httpx.stream("POST", url, json={"prompt": prompt, "max_new_tokens": 12, "stream": True}) as s:
+            assert s.headers["content-type"].startswith("text/event-stream")
+            events = [line.removeprefix("data: ") for line in s.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        parsed = [json.loads(e) for e in events[:-1]]
+        assert "".join(e.get("text", "") for e in parsed) == body["text"]
+        assert parsed[-1]["finish_reason"] == body["finish_reason"]
+
+    async def together() -> list[dict]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            got = await asyncio.gather(
+                *(client.post(url, json={"prompt": p, "max_new_tokens": 10}) for p in TEXTS)
+            )
+        return [g.json() for g in got]
+
+    alone = [httpx.post(url, json={"prompt": p, "max_new_tokens": 10}, timeout=60).json() for p in TEXTS]
+    assert [g["token_ids"] for g in asyncio.run(together())] == [a["token_ids"] for a in alone]
+    bad = httpx.post(url, json={"prompt": "x", "max_new_tokens": 0}, timeout=30)
+    assert bad.status_code == 422 and "body.max_new_tokens" in bad.json()["detail"]
+    nope = httpx.post(served["url"] + "/classify/generate", json={"prompt": "x"}, timeout=30)
+    assert nope.status_code == 404
+    assert httpx.get(served["url"] + "/score/model", timeout=30).json()["served"]["generate"] is True

@@ -58,3 +58,19 @@ def test_flags_override_the_spec_block_and_bad_values_name_the_flag() -> None:
         serve_config(None, {"min_replicas": 3, "max_replicas": 2})
     with pytest.raises(FatalInputError, match="--max-batch-size"):
         serve_config(None, {"max_batch_size": 0})
+
+
+def test_the_haproxy_ingress_reaches_every_pod_and_threads_follow_the_reserved_cpus() -> None:
+    cfg = serve_config(None, {"ingress": "haproxy", "cpus_per_replica": 2.0})
+    (doc,) = _docs(rayservice("minilm@champion", "minilm", cfg))
+    cluster = doc["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        for c in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert ServeConfig().ingress_env() == {}  # Serve's own proxy needs nothing
+    assert cfg.ort_threads(cpus_here=16) == 2 and ServeConfig().ort_threads(cpus_here=16) == 1
+    assert ServeConfig(threads=3).ort_threads(cpus_here=2) == 3  # what the user asked for
+    assert ServeConfig(cpus_per_replica=8).ort_threads(cpus_here=2) == 2  # never more than the node has
+    with pytest.raises(FatalInputError, match="ingress"):
+        serve_config(None, {"ingress": "nginx"})

@@ -58,7 +58,6 @@ def test_a_folder_without_a_graph_is_a_task_error(tmp_path) -> None:
         Predictor(tmp_path)
 
 
-
 def test_an_empty_text_alone_is_answered(tiny_model, tmp_path, texts) -> None:
     # GPT-2's tokenizer has no BOS: an empty text is zero tokens, which must not become a 500.
     folder = tmp_path / "graph"
@@ -66,3 +65,21 @@ def test_an_empty_text_alone_is_answered(tiny_model, tmp_path, texts) -> None:
     export.apply(export.ExportConfig(), model, folder, task="causal-lm", texts=texts[:8])
     pred = Predictor(folder)
     assert len(pred.score([""])) == 1 and len(pred.score(["", "Rain again."])) == 2
+
+
+def test_batches_are_bucketed_by_length_and_answers_keep_the_request_order(graphs) -> None:
+    from slimline.tasks.inputs import length_buckets
+
+    folder = graphs["feature-extraction"]
+    pred = Predictor(folder)
+    mixed = [TEXTS[1], TEXTS[2], TEXTS[0], TEXTS[1], TEXTS[2]]
+    lengths = [len(pred.tokenizer(t)["input_ids"]) for t in mixed]
+    chunks = list(length_buckets(pred.tokenizer, mixed, 2, pred.max_length, pred.meta["inputs"]))
+    assert sorted(i for where, _ in chunks for i in where) == list(range(len(mixed)))
+    for where, feed in chunks:  # each chunk is padded to its own longest text, not the request's
+        assert feed["input_ids"].shape[1] == max(lengths[i] for i in where)
+        np.testing.assert_array_equal(feed["attention_mask"].sum(1), [lengths[i] for i in where])
+    assert chunks[0][1]["input_ids"].shape[1] < max(lengths)  # the short texts share a short batch
+    for text, res in zip(mixed, pred.predict(mixed, batch_size=2), strict=True):
+        np.testing.assert_allclose(res["embedding"], _raw(folder, text).mean(0), atol=1e-5)
+    assert pred.predict([], batch_size=2) == []
