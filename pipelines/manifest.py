@@ -58,6 +58,9 @@ class VariantRow(_Open):
         default_factory=dict, description="metric name -> value or [low, high] (docs/metrics.md)"
     )
     onnx: str | None = Field(default=None, description="the variant's ONNX graph")
+    peer: str | None = Field(
+        default=None, description="a peer's one-line recipe (baselines:): timed and shown, never selected"
+    )
     served: dict[str, float] | None = Field(
         default=None,
         description="served on Ray Serve under evaluate.serving's load: rps, texts_per_s, p50_ms, ...",
@@ -132,6 +135,10 @@ class Manifest(_Open):
     tick_id: str | None = None
     stages_per_node: dict[str, int] = Field(default_factory=dict)
     submission_id: str | None = None
+    peers: dict[str, Any] | None = Field(
+        default=None,
+        description="baselines: the peers run, the best, and the pick against it (speedup, CI, verdict)",
+    )
     deployed: dict[str, Any] | None = Field(
         default=None,
         description="evaluate.serving: the load, each served graph's medians and rounds, pick/baseline",

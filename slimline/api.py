@@ -63,8 +63,10 @@ def plan(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Plan:
     """The dry-run plan (what `slimline plan` prints): every stage and variant, skipped ones with
     their reason. Stage ids here hash the model's path; a run hashes its content."""
     from slimline.pipelines.plan.plan import build_plan
+    from slimline.pipelines.run.peers import peers_for
 
-    return build_plan(validate(spec), "dry-run")
+    s = validate(spec)
+    return build_plan(s, "dry-run", peers=peers_for(s))
 
 
 def run(

@@ -160,6 +160,9 @@ def _tiny_spec(model: Path, task: str, artifacts: Path, **sections: object) -> d
         },
         "evaluate": {"latency": {"batch_size": 1, "sequence_length": 16, "warmup": 1, "repeats": 5}},
         "select": {"constraints": {"fidelity": {"min": 0.5}}, "top_k": 2},
+        # No peer recipes unless a test asks (tests/integration/test_local_sweep.py does): the
+        # default adds two int8 variants to every encoder run.
+        "baselines": [],
         "artifacts": str(artifacts),
     }
     spec.update(sections)

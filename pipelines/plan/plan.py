@@ -96,6 +96,7 @@ class Variant:
     distillation: dict[str, Any] | None = None
     status: Status = Status.PLANNED  # planned | skipped
     reason: str | None = None
+    peer: str | None = None  # a peer's one-line recipe (`baselines:`): timed and shown, never selected
 
 
 @dataclass
@@ -226,6 +227,7 @@ def build_plan(
     combos: list[Combo] | None = None,
     resume_fractions: tuple[float, ...] = (),
     build_digest: str | None = None,
+    peers: tuple[TechniqueConfig, ...] = (),
 ) -> Plan:
     """Expand the spec's grid (or the given `combos`, e.g. a search's trials) into stages and variants.
 
@@ -237,6 +239,8 @@ def build_plan(
     search's lower rungs): those stages' ids are its `resume` candidates. `build_digest` (default:
     `data_digest`) identifies the data that prune, export and quantize read: a search's cheaper
     rungs evaluate on fewer texts (another `data_digest`) but build the very same graphs.
+    `peers` (quantization configs of the peers' recipes) quantize the baseline's graph: variants
+    marked `peer`, which selection leaves out.
     """
     build = build_digest or data_digest
     res = {"num_cpus": float(spec.resources.cpus_per_task), "num_gpus": float(spec.resources.gpus_per_task)}
@@ -266,7 +270,10 @@ def build_plan(
     variants: list[Variant] = []
     baseline = ""
     reference = ""
-    for i, (head, quants) in enumerate(_groups(spec, grid_combos(spec) if combos is None else combos)):
+    groups = _groups(spec, grid_combos(spec) if combos is None else combos)
+    peer_of = {c: str(c.to_json().get("recipe", c.label())) for c in peers}
+    groups[0][1].extend(c for c in peers if c not in groups[0][1])
+    for i, (head, quants) in enumerate(groups):
         p, xcfg, _, distilled = head  # group 0 is the baseline chain
         chain = [load_id]
         plabel = _label(p, xcfg, spec.export)
@@ -301,6 +308,7 @@ def build_plan(
             vid = "v-" + hashlib.sha256(f"{chain[-1]}|{_label(q)}".encode()).hexdigest()[:10]
             v = Variant(vid, p.to_json() if p else None, q.to_json() if q else None, label, vchain)
             v.distillation = distilled.to_json() if distilled is not None else None
+            v.peer = peer_of.get(q) if i == 0 and q is not None else None
             why = _cannot_run(spec, [p, q], gpus_available)
             if why:
                 v.status, v.reason = Status.SKIPPED, why

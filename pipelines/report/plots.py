@@ -65,6 +65,8 @@ def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[
         err = _speedup_err(m, base_ms) if y_key == "speedup_vs_baseline" else (0.0, 0.0)
         if v["id"] == base:
             style = {"marker": "*", "ms": 16, "color": "black", "zorder": 5}
+        elif v.get("peer"):  # a peer's one-line recipe: what the user would have done by hand
+            style = {"marker": "s", "ms": 8, "color": "tab:orange", "mec": "black", "zorder": 4}
         elif v["id"] in selected:
             style = {"marker": "o", "ms": 9, "color": "tab:red", "mec": "black", "zorder": 4}
         else:
@@ -78,6 +80,8 @@ def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[
     _constraint_lines(ax, constraints, y_key)
     ax.plot([], [], "*", color="black", ms=12, label="fp32 baseline")
     ax.plot([], [], "o", color="tab:red", mec="black", label="selected (#rank)")
+    if any(v.get("peer") for v in manifest["variants"]):
+        ax.plot([], [], "s", color="tab:orange", mec="black", label="peer's one-line recipe")
     ax.plot([], [], "o", color="tab:blue", mec="grey", label="feasible")
     ax.plot([], [], "o", color="lightgrey", mec="grey", label="fails a constraint")
     ax.set_xlabel("fidelity to the fp32 baseline")

@@ -9,6 +9,7 @@ from typing import Any
 
 from slimline.pipelines.metrics import columns
 from slimline.pipelines.report.search import search_lines, sensitivity_lines
+from slimline.pipelines.run.peers import outcome_line
 from slimline.pipelines.spec.spec import SelectSpec
 
 # Shown when at least one variant has the metric (the task and the eval data decide which).
@@ -36,6 +37,10 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
             note = f"selected #{selected.index(v['id']) + 1}"
         elif v["id"] == base:
             note = "baseline"
+        elif v.get("peer"):
+            note = f"peer: {v['peer']}'s one-line recipe (never selected)" + (
+                f"; {v['reason']}" if v.get("reason") else ""
+            )
         else:
             note = manifest["rejected"].get(v["id"]) or v.get("reason") or ""
         if v["id"] in manifest.get("ties", {}):
@@ -108,9 +113,11 @@ def environment_line(manifest: dict[str, Any]) -> str:
 def markdown(manifest: dict[str, Any]) -> str:
     """The run as Markdown: summary, environment and the variant table."""
     rows = table_rows(manifest)
+    outcome = outcome_line(manifest.get("peers"))
     lines = [
         f"# {manifest['run_id']}",
         "",
+        *([f"**{outcome}**", ""] if outcome else []),
         f"- status: **{manifest['status']}**",
         f"- spec hash: `{manifest['spec_hash']}`",
         f"- started {manifest['started']}, finished {manifest['finished']}",
@@ -143,11 +150,13 @@ def html_report(manifest: dict[str, Any], plots: list[tuple[str, bytes | None]])
         for vid, r in zip(ids, rows[1:], strict=True)
     )
     title = html.escape(manifest["run_id"])
+    outcome = outcome_line(manifest.get("peers"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}tr.sel{{background:#fde2e2}}</style></head>
 <body><h1>{title}</h1>
+{f'<p class="outcome"><b>{html.escape(outcome)}</b></p>' if outcome else ""}
 <p>status <b>{html.escape(manifest["status"])}</b>;
 spec hash <code>{html.escape(manifest["spec_hash"])}</code>;
 selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>

@@ -12,6 +12,7 @@ from typing import Any
 from slimline.pipelines.locks import single_flight
 from slimline.pipelines.ports import Registry
 from slimline.pipelines.report.report import write_reports
+from slimline.pipelines.run.peers import lost_to_a_peer, outcome_line
 from slimline.pipelines.run.records import DONE
 from slimline.pipelines.run.select import gate
 from slimline.pipelines.spec.spec import Spec
@@ -83,11 +84,16 @@ def _publish(registry: Registry, manifest: dict[str, Any], spec: Spec, run_dir: 
     rows = {r["id"]: r for r in manifest["variants"]}
     name = spec.registry.model_name or spec.name
     registered: list[dict[str, Any]] = []
-    for vid in manifest["selected"]:
+    # select.beat_peers: a pick that a peer's one-line recipe beats is not worth registering.
+    refused = spec.select.beat_peers and lost_to_a_peer(manifest.get("peers"))
+    for vid in [] if refused else manifest["selected"]:
         version = registry.register(name, rows[vid], manifest, run)
         if version is not None:
             registered.append({"name": name, "version": version, "variant": vid})
     manifest["gate"] = _decide(registry, manifest, registered, rows, spec)
+    if refused:
+        why = f"nothing registered (select.beat_peers): {outcome_line(manifest['peers'])}"
+        manifest["gate"] = {**manifest["gate"], "moved": False, "reason": why}
     for entry in registered:
         entry["aliases"] = registry.aliases_of(name, entry["version"])
     manifest["registered"] = registered

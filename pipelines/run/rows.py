@@ -81,6 +81,8 @@ def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, 
         "onnx": None,
         "stages": _closure(plan, v.stages),  # what `slimline gc` must keep for this variant
     }
+    if v.peer:
+        row["peer"] = v.peer
     if v.status == Status.SKIPPED:
         return row
     chain = [records.get(s) or failed(plan.stages[s].kind, "not run") for s in v.stages]

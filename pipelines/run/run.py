@@ -17,6 +17,7 @@ from slimline.pipelines.report.report import write_reports
 from slimline.pipelines.run import champion
 from slimline.pipelines.run.data import RunData, prepare_data, resolve_max_length
 from slimline.pipelines.run.deployed import measure_deployed
+from slimline.pipelines.run.peers import compare_peers, peers_for
 from slimline.pipelines.run.records import RUN_ID, RunStatus, Status, failed, succeeded
 from slimline.pipelines.run.rows import environment, overall_status, variant_rows
 from slimline.pipelines.run.select import Selection, select
@@ -148,13 +149,15 @@ def prepare(
     combos: list[Combo] | None = None,
     eval_samples: int | None = None,
     resume_fractions: tuple[float, ...] = (),
+    peers: bool = False,
 ) -> tuple[Plan, Context]:
     """The plan and the stage context of a spec: data read, ids computed, nothing run.
 
     `combos` replace the spec's grid (a search's trials); `eval_samples` keeps only the first
     eval texts (a search's cheaper rungs: only the stages that evaluate get other ids; the graphs
     they evaluate are the full run's). A distillation may resume from the same one stopped after
-    each of `resume_fractions` of its steps.
+    each of `resume_fractions` of its steps. `peers`: the spec's `baselines:` join the plan as
+    peer variants (a run's plan; not a search trial's).
     """
     full = preflight(spec)
     data = full.head(eval_samples) if eval_samples is not None else full
@@ -173,6 +176,7 @@ def prepare(
         combos=combos,
         resume_fractions=resume_fractions,
         build_digest=full.digest(n),  # fewer eval texts evaluate the same graphs
+        peers=peers_for(spec) if peers else (),
     )
     ctx = Context(
         root=str(stage_root),
@@ -224,7 +228,9 @@ def run(
     info = executor.describe()
     env = environment(info)
     root = Path(spec.artifacts.path).resolve()
-    plan, ctx = prepare(spec, root / "stages", gpus=env["gpus"], threads=threads, combos=combos)
+    plan, ctx = prepare(
+        spec, root / "stages", gpus=env["gpus"], threads=threads, combos=combos, peers=True
+    )
     env["threads"] = {
         "per_task": ctx.threads,
         "latency": spec.evaluate.latency.threads or "every CPU of the node",
@@ -255,9 +261,10 @@ def run(
         records = records or exc.records
     rows = variant_rows(plan, records, latency)
     samples = {vid: lat["samples_ms"] for vid, lat in latency.items() if "samples_ms" in lat}
-    candidates = [r for r in rows if r["id"] != plan.baseline]
+    candidates = [r for r in rows if r["id"] != plan.baseline and not r.get("peer")]
     choice = Selection([], {}, {}) if interrupted else select(candidates, spec.select, samples)
     base_row = next(r for r in rows if r["id"] == plan.baseline)
+    peers = None if interrupted else compare_peers(rows, choice.selected, samples, spec.select)
     deployed = None
     if spec.evaluate.serving is not None and serving is not None and not interrupted:
         deployed = measure_deployed(
@@ -290,6 +297,7 @@ def run(
         "base_model_digest": plan.model_digest,  # the digest the load stage's id hashes
         "search": search,  # a search's trials, rungs and best-so-far (None for a grid)
         "deployed": deployed,  # the pick and the baseline served and loaded (evaluate.serving)
+        "peers": peers,  # the pick against the best peer recipe (baselines:)
     }
     write_json(root / run_id / "spec.json", spec.public())  # what `registry push` reads
     # Through the typed contract: a field of the wrong type fails here, not in a later reader.

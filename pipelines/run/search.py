@@ -26,7 +26,7 @@ from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.records import DONE
 from slimline.pipelines.run.rows import variant_rows
 from slimline.pipelines.run.run import execute, preflight, prepare, run
-from slimline.pipelines.run.select import MAXIMISE, _problems
+from slimline.pipelines.run.select import MAXIMISE, constraint_problems
 from slimline.pipelines.spec.search import Rung
 from slimline.pipelines.spec.spec import SelectSpec, Spec
 from slimline.tasks import evaluate
@@ -135,7 +135,7 @@ def score(metrics: dict[str, Any], select: SelectSpec) -> tuple[float, list[str]
     Feasible: the first objective. Infeasible: below every feasible score, by the relative
     distance to the constraints it misses, so that the sampler still learns which way is better.
     """
-    problems = _problems(metrics, select)
+    problems = constraint_problems(metrics, select)
     if not problems:
         value = objective_value(metrics, select.objectives[0])
         return (value if math.isfinite(value) else INFEASIBLE * 2), []

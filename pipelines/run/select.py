@@ -14,7 +14,7 @@ from slimline.pipelines.spec.spec import SelectSpec
 MAXIMISE = maximised()
 
 
-def _problems(m: dict[str, Any], spec: SelectSpec) -> list[str]:
+def constraint_problems(m: dict[str, Any], spec: SelectSpec) -> list[str]:
     """Why a variant's metrics make it infeasible: unmeasured, not finite, or out of bounds."""
     why = []
     for name in sorted({*spec.constraints, *spec.objectives}):
@@ -60,7 +60,7 @@ def select(
         if v["status"] not in DONE:
             rejected[v["id"]] = f"{v['status']}: {v.get('reason') or 'no result'}"
             continue
-        why = _problems(v["metrics"], spec)
+        why = constraint_problems(v["metrics"], spec)
         if why:
             rejected[v["id"]] = "; ".join(why)
         else:
@@ -157,7 +157,7 @@ def gate(
     the whole CI of the ratio below 1 - min_gain), or be as good on it (a timed objective: the
     CI within min_gain of 1) and better on fidelity by more than `fidelity_epsilon`.
     """
-    problems = _problems(candidate, spec)
+    problems = constraint_problems(candidate, spec)
     if problems:
         return False, f"candidate: {'; '.join(problems)}"
     if champion is None:

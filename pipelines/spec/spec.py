@@ -28,6 +28,15 @@ from slimline.tasks.base import Task, TechniqueConfig
 from slimline.tasks.catalog import UnknownTechnique, config_class
 from slimline.tasks.evaluate import LatencyConfig
 from slimline.tasks.export import ExportConfig
+from slimline.tasks.quantization.peers import RECIPES, optimum_preset
+
+PEER_METHOD = "peer-int8"  # the technique that rebuilds a peer's one-liner (tasks/quantization/peers.py)
+BASELINES = ("ort-default", "optimum-auto", *(r for r in RECIPES if r != "ort-default"))
+DEFAULT_BASELINES = ("ort-default", "optimum-auto")
+LATER_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("baselines",), None),
+    (("select", "beat_peers"), False),
+)
 
 
 class ModelSpec(StrictModel):
@@ -179,6 +188,8 @@ class SelectSpec(StrictModel):
     latency_tolerance: float = Field(default=0.05, ge=0, lt=1)
     # Untimed objectives (size, FLOPs, ...) within this relative difference are tied too.
     tolerance: float = Field(default=0.01, ge=0, lt=1)
+    # Register nothing when a peer's one-line recipe (`baselines:`) beats the pick in this run.
+    beat_peers: bool = False
 
     @field_validator("constraints", "objectives")
     @classmethod
@@ -261,6 +272,26 @@ class Spec(StrictModel):
     schedule: ScheduleSpec | None = None
     search: SearchSpec | None = None  # search the space instead of running the `variants` grid
     serve: ServeConfig | None = None  # how `slimline serve` runs this model (not part of the digest)
+    # The peers' one-line int8 recipes timed beside the pick (never selected nor registered);
+    # None: `ort-default` and `optimum-auto` for encoders and classifiers, none for causal LMs.
+    baselines: list[str] | None = None
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in BASELINES:
+                raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+        return value
+
+    def peer_configs(self, cpu_flags: str, machine: str = "") -> list[TechniqueConfig]:
+        """The peers' quantization configs for a run on this CPU (`optimum-auto` resolved by it)."""
+        names = self.baselines
+        if names is None:
+            names = [] if self.model.task == "causal-lm" else list(DEFAULT_BASELINES)
+        recipes = [optimum_preset(cpu_flags, machine) if n == "optimum-auto" else n for n in names]
+        cls = config_class(PEER_METHOD, "quantize")
+        return [cls.model_validate({"recipe": r}) for r in dict.fromkeys(recipes)]
 
     @field_validator("artifacts", mode="before")
     @classmethod
@@ -280,6 +311,14 @@ class Spec(StrictModel):
         """Content hash of the validated spec (key order and formatting do not matter)."""
         # Serving settings change nothing a run computes (evaluate.serving measures after selection).
         data = self.model_dump(mode="json", exclude={"serve": True, "evaluate": {"serving"}})
+        # Fields added later, at their defaults, are left out: the digest of every older spec stays.
+        for path, default in LATER_DEFAULTS:
+            *parents, key = path
+            block = data
+            for part in parents:
+                block = block.get(part) or {}
+            if block.get(key, default) == default:
+                block.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

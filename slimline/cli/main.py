@@ -52,10 +52,11 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     from rich.tree import Tree
 
     from slimline.pipelines.plan.plan import build_plan
+    from slimline.pipelines.run.peers import peers_for
     from slimline.pipelines.run.records import Status
 
     spec = spec_or_exit(ctx, spec_path)
-    p = build_plan(spec, "dry-run")
+    p = build_plan(spec, "dry-run", peers=peers_for(spec))
     console = Console()
     nodes: dict[str | None, Any] = {
         None: Tree(f"[bold]{spec.name}[/]: {len(p.stages)} stages, {len(p.variants)} variants")

@@ -190,8 +190,10 @@ def echo_registered(manifest: dict[str, Any]) -> None:
         aliases = f" [{', '.join(r['aliases'])}]" if r.get("aliases") else ""
         click.echo(f"registered {r['name']} version {r['version']}{aliases} ({r['variant']}){store}")
     from slimline.pipelines.report.report import verdict_lines
+    from slimline.pipelines.run.peers import outcome_line
 
-    for line in verdict_lines(manifest):
+    outcome = outcome_line(manifest.get("peers"))
+    for line in ([outcome] if outcome else []) + verdict_lines(manifest):
         click.echo(line)
 
 

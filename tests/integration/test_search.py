@@ -135,7 +135,7 @@ def test_grid_visits_every_distinct_recipe_once(tiny_model, tiny_spec, slimline,
     spec = _search_spec(tiny_model, tiny_spec, tmp_path, strategy="grid")
     spec["search"]["space"]["pruning"] = ["none", {"method": "heads", "amount": [0.25, 0.5]}]
     spec["search"]["space"]["quantization"] = ["none"]  # the other tests cover a 2-D space
-    manifest = _run(slimline, spec, tmp_path / "spec.yaml")
+    manifest = _run(slimline, spec, tmp_path / "spec.yaml", "--executor", "local")
     search = manifest["search"]
     # none, heads 0.25, heads 0.5: three recipes, each once, all finished.
     labels = sorted(t["label"] for t in search["trials"])
