@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Installed, the four subpackages sit inside this folder. In a source checkout (or a project
-# uploaded with `slimline submit --with-project`) they are the folders beside it: look there too.
+# Installed, the four subpackages sit inside this folder. In a source checkout they are the
+# folders beside it, linked here (slimline/tasks -> ../tasks, ...) so that tools which read the
+# tree rather than import it (import-linter from the repository root) see one package; where the
+# links are lost (a project uploaded with `slimline submit --with-project`), look beside it.
 _checkout = Path(__file__).resolve().parent.parent
 if not (Path(__file__).parent / "tasks").is_dir() and (_checkout / "tasks" / "base.py").is_file():
     __path__.append(str(_checkout))

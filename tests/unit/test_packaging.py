@@ -10,6 +10,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
+
 import slimline.tasks
 
 
@@ -88,9 +89,13 @@ def test_an_uploaded_source_tree_runs_as_the_package(tmp_path: Path) -> None:
     # `slimline submit --with-project` uploads the checkout and runs `python -m slimline` in it.
     root = Path(__file__).resolve().parents[2]
     for folder in ("slimline", "pipelines", "tasks", "cluster", "registry"):
-        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        # symlinks=True: as a git checkout has them (slimline/tasks -> ../tasks, ...)
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(root / folder, tmp_path / folder, ignore=ignore, symlinks=True)
     proc = _python(
-        "import slimline.tasks.catalog as c; print(c.__file__, sorted(c.techniques())[0])", tmp_path
+        "import pathlib, slimline.tasks.catalog as c;"
+        " print(pathlib.Path(c.__file__).resolve(), sorted(c.techniques())[0])",
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(tmp_path / "tasks" / "catalog.py"), "distill"]
