@@ -64,7 +64,7 @@ $(CHROMIUM):
 # ruff, then the layering contracts (pyproject.toml) on the installed package; lint-imports puts its
 # working folder on sys.path, so it runs from an empty one, where `slimline` is the installed package.
 lint: $(PKG_STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	cd "$$(mktemp -d)" && $(abspath $(VENV))/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # Every tier: unit, integration (real Ray and MLflow) and e2e (the CLI and the browser).

@@ -32,12 +32,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from slimline.cli.common import stdout_to_stderr
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.generation import Batch, Generator, Params
 from slimline.tasks.serving import Predictor
 from slimline.tasks.text import builtin_corpus
-
-from slimline.cli.common import stdout_to_stderr
 
 DEADLINE_S = 300  # per served load level
 
@@ -51,11 +51,10 @@ def _champion(args: argparse.Namespace) -> tuple[Path, str | None, str]:
     """(graph folder, torch source, label): the registered champion, or --graph."""
     if args.graph:
         return Path(args.graph), args.torch_model, str(args.graph)
+    from slimline.adapters import registry_source
     from slimline.pipelines.spec.spec import load_spec
     from slimline.registry.browse import Browser, Ref
     from slimline.registry.store import resolve_uri
-
-    from slimline.adapters import registry_source
 
     spec = load_spec(args.spec)
     uri = resolve_uri(args.tracking_uri, spec.registry.tracking_uri)
@@ -92,6 +91,7 @@ def _in_process(folder: Path, clients: int, new: int, rounds: int) -> dict[str, 
 
 def _torch(source: str, clients: int, new: int, rounds: int) -> dict[str, float]:
     import torch
+
     from slimline.tasks.load import load_pretrained, load_tokenizer, resolve_source
 
     torch.set_num_threads(os.cpu_count() or 1)

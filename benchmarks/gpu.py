@@ -63,6 +63,7 @@ def check_fp16(work: Path, graph: Path) -> dict[str, Any]:
 
 def check_ray_gpus() -> dict[str, Any]:
     import ray
+
     from slimline.cluster.resources import InfeasibleResources, alive_nodes, check_feasible
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from slimline.cluster.ray_executor import RayExecutor
 from slimline.cluster.tune import TuneSearcher
 from slimline.pipelines.plan.plan import Combo, Plan, grid_combos

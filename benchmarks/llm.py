@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime
 import torch
+
 from slimline.pipelines.run.records import DONE
 from slimline.pipelines.spec.spec import load_spec
 from slimline.tasks import decode

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from slimline.cluster.ray_executor import RayExecutor
 from slimline.cluster.tune import TuneSearcher
 from slimline.pipelines.plan.space import check_space

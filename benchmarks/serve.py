@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from slimline.adapters import registry_source
+from slimline.cli.common import stdout_to_stderr
 from slimline.cluster.load import run_load
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
 from slimline.pipelines.spec.serve import ServeConfig
@@ -49,9 +52,6 @@ from slimline.registry.store import resolve_uri
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 from slimline.tasks.serving import Predictor
 from slimline.tasks.text import builtin_corpus
-
-from slimline.adapters import registry_source
-from slimline.cli.common import stdout_to_stderr
 
 ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 DEADLINE_S = 120  # per load level and model: the loop is bounded in time as well as in count

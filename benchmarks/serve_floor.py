@@ -17,6 +17,7 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
+
 from slimline.cluster.batching import Batcher
 from slimline.cluster.serve_requests import parse_texts, read_body
 from slimline.tasks.serving import Predictor

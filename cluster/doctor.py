@@ -9,6 +9,7 @@ def per_node(address: str, seconds: float) -> dict[str, dict[str, Any]]:
     """Node address -> what `tasks.cpu_probe.machine_facts` says there (run on that very node)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from slimline.cluster.resources import alive_nodes
     from slimline.tasks.cpu_probe import machine_facts
 

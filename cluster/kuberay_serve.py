@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 import yaml
+
 from slimline.cluster.kuberay import IMAGE, URI_ENV, dns_name, dump_all, ray_cluster_spec
 from slimline.pipelines.spec.serve import ServeConfig
 

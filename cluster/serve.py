@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+
 from slimline.cluster.batching import Batcher
 from slimline.cluster.serve_generate import Generation, GenerationLoop, generate_response
 from slimline.cluster.serve_generate import request_body as generate_body
@@ -374,6 +375,7 @@ def serve_instance(cfg: ServeConfig, address: str | None = None, verbose: bool =
     On a cluster (`address`) Ray's ports are the cluster's: bound as its nodes were started.
     """
     import ray
+
     from slimline.cluster.ray_executor import join_ray
 
     env = {} if verbose else {QUIET_RETRIES: "0"}  # read by Ray's core worker, in ray.init

@@ -30,10 +30,11 @@ from typing import Any, Literal
 import orjson
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
+from starlette.responses import Response, StreamingResponse
+
 from slimline.cluster.serve_requests import json_object, kind, one_line, read_body, refuse_media
 from slimline.tasks.base import TaskError
 from slimline.tasks.generation import MAX_STOPS, Batch, Generator, Messages, Params, Sequence
-from starlette.responses import Response, StreamingResponse
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray import tune
+
 from slimline.pipelines.plan.space import Dim
 from slimline.pipelines.run.search import SearchLog, SearchProblem
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.run.records import RunStatus, Status
 

@@ -200,6 +200,7 @@ class MlflowRegistry:
         import mlflow.onnx
         import onnx
         from mlflow.models import infer_signature
+
         from slimline.registry.lineage import example_feeds, pip_requirements
 
         feeds, outputs = example_feeds(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from slimline.pipelines.run.records import numeric
 from slimline.tasks.base import package_version
 

@@ -7,9 +7,10 @@ cannot express its head counts (BERT, DistilBERT and GPT-2 in transformers 5; se
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from slimline.tasks import _structural as st
 from slimline.tasks.families import Family, detect, get_path, layers_of, num_heads
-from torch import Tensor, nn
 
 # Config key that records per-layer head counts for families whose config cannot express them.
 HEADS_KEY = "slimline_heads_per_layer"

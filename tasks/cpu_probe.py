@@ -108,6 +108,7 @@ def _layer(path: Path, tokens: int = 128, hidden: int = 384, inner: int = 1536) 
 def probe_int8(seconds: float = 10.0, flags: str = "") -> Int8Probe:
     """Time the layer in fp32 and dynamic int8, alternating, for about `seconds`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
     from slimline.tasks.runtime import quiet_root_logger, session
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from slimline.tasks.base import Record
 from slimline.tasks.graph import PAST, PRESENT, empty_past, past_names
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import numpy as np
 import torch
 from pydantic import Field
+
 from slimline.tasks.base import LAX, StepConfig, TaskError
 from slimline.tasks.decode import OrtDecoder, prompt_ids
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past

@@ -17,6 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
+
 from slimline.tasks import _structural as st
 from slimline.tasks import kv_export
 from slimline.tasks.base import LAX, Record, StepConfig, TaskError, atomic_dir
@@ -28,7 +30,6 @@ from slimline.tasks.pipeline import META_KEY, read_pipeline
 from slimline.tasks.profile import ProfileConfig
 from slimline.tasks.profile import apply as profile_apply
 from slimline.tasks.runtime import session
-from torch import nn
 
 log = logging.getLogger(__name__)
 

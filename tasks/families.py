@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slimline.tasks.base import UnsupportedArchitecture
 from torch import nn
+
+from slimline.tasks.base import UnsupportedArchitecture
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from slimline.tasks.base import Record, TaskError, read_json
 from slimline.tasks.graph import PAST, PRESENT, empty_past, past_names
 from slimline.tasks.pipeline import from_meta

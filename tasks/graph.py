@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from slimline.tasks.base import Record, read_json, write_json
 from slimline.tasks.inputs import encode
 

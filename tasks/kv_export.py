@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
+
 from slimline.tasks.base import Record, TaskError
 from slimline.tasks.decode import OrtDecoder, prompt_ids, torch_greedy
 from slimline.tasks.families import detect, layers_of
 from slimline.tasks.runtime import session
-from torch import nn
 
 BUILDER = "onnxruntime_genai.models.builder"
 

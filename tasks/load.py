@@ -18,10 +18,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
+from torch import nn
+
 from slimline.tasks._heads import HEADS_KEY, shrink_heads_to
 from slimline.tasks.base import TASKS, Record, StepConfig, Task, TaskError, atomic_dir, dir_size_bytes
 from slimline.tasks.pipeline import OutputPipeline, carry, read_pipeline
-from torch import nn
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from slimline.tasks.graph import row_cosines
 
 # How many of the baseline's most likely next tokens KL divergence is computed over (see kl_divergence).

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
+
 from slimline.tasks.base import LAX, Record, StepConfig, atomic_dir
 from slimline.tasks.graph import ONNX_NAME, compare, copy_sidecars, feeds_for, onnx_size_bytes, read_meta
 from slimline.tasks.runtime import session

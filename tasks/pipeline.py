@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
 from slimline.tasks.base import Record
 
 log = logging.getLogger(__name__)

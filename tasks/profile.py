@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from torch import nn
+
 from slimline.tasks import _structural as st
 from slimline.tasks.base import Record, StepConfig, dir_size_bytes
 from slimline.tasks.families import block_linears, detect, get_path, layers_of
-from torch import nn
 
 
 class ProfileConfig(StepConfig):

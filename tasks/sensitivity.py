@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import encode
 from slimline.tasks.runtime import session

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from slimline.tasks.base import Record, TaskError
 from slimline.tasks.graph import ONNX_NAME, read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import length_buckets

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from slimline.tasks.runtime import quiet_libraries
 
 quiet_libraries()
@@ -56,8 +57,9 @@ def tiny_config(family: str):
 
 def build_tiny(family: str, task: str, out: Path, seed: int = 0, init_range: float | None = None) -> Path:
     """Save a random tiny model with the MiniLM tokenizer to `out`."""
-    from slimline.tasks.load import auto_class
     from transformers import AutoTokenizer
+
+    from slimline.tasks.load import auto_class
 
     torch.manual_seed(seed)
     config = tiny_config(family)
@@ -107,8 +109,9 @@ def build_decoder(family: str, out: Path, layers: int = 2, seed: int = 0) -> Pat
 
     Head size 16: ONNX Runtime's CPU GroupQueryAttention refuses sizes that are not multiples of 16.
     """
-    from slimline.tasks.load import auto_class
     from transformers import AutoTokenizer
+
+    from slimline.tasks.load import auto_class
 
     torch.manual_seed(seed)
     config = tiny_config(family)

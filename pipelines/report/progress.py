@@ -10,6 +10,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
 from slimline.pipelines.plan.plan import Plan, Stage
 from slimline.pipelines.run.records import Status
 from slimline.tasks.base import Record

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from slimline.pipelines.metrics import timed
 
 # Metrics that come from timing: compared by paired ratios when both sides have samples.

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from slimline.pipelines.errors import SpecError
 from slimline.tasks.base import utf8_error
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+
 from slimline.pipelines.spec.base import StrictModel
 
 Strategy = Literal["grid", "random", "tpe", "asha"]

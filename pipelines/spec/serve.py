@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
+
 from slimline.pipelines.spec.base import StrictModel
 
 LOOPBACK = "127.0.0.1"

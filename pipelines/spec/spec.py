@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.metrics import METRICS
 from slimline.pipelines.schedule.schedule import check_cron

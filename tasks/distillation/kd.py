@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
+
 from slimline.tasks import _kd, inputs
 from slimline.tasks.base import Record, TaskError, TechniqueConfig
 from slimline.tasks.inputs import input_names

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
+from torch import Tensor, nn
+
 from slimline.tasks.base import TaskError, TechniqueConfig
 from slimline.tasks.families import get_path
-from torch import Tensor, nn
 
 
 class StructuredCut(TechniqueConfig):

@@ -6,12 +6,13 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
+from torch import Tensor, nn
+
 from slimline.tasks import _structural as st
 from slimline.tasks.base import Record
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.pruning._importance import StructuredCut, input_abs_means, require_batches
 from slimline.tasks.techniques import register_technique
-from torch import Tensor, nn
 
 
 class FFNConfig(StructuredCut):

@@ -20,13 +20,14 @@ from typing import Annotated, Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
+from torch import Tensor, nn
+
 from slimline.tasks import _structural as st
 from slimline.tasks._heads import HEADS_KEY
 from slimline.tasks.base import LAX, Record, TaskError
 from slimline.tasks.families import Family, detect, get_path, layers_of
 from slimline.tasks.pruning._importance import StructuredCut, require_batches
 from slimline.tasks.techniques import register_technique
-from torch import Tensor, nn
 
 # Config key with the original index of every kept layer: lets distillation pair a student layer
 # with the teacher layer it came from (hidden states no longer line up one to one).

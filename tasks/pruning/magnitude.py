@@ -6,12 +6,13 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import Tensor, nn
+
 from slimline.tasks import _sparsity as sp
 from slimline.tasks import _structural as st
 from slimline.tasks.base import Record, TaskError, TechniqueConfig
 from slimline.tasks.families import block_linears, detect
 from slimline.tasks.techniques import register_technique
-from torch import Tensor, nn
 
 
 class MagnitudeConfig(TechniqueConfig):

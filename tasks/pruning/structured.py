@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
+from torch import Tensor, nn
+
 from slimline.tasks.base import Record
 from slimline.tasks.pruning import ffn, heads, layers
 from slimline.tasks.pruning._importance import StructuredCut
 from slimline.tasks.techniques import register_technique
-from torch import Tensor, nn
 
 Part = layers.LayersConfig | heads.HeadsConfig | ffn.FFNConfig
 

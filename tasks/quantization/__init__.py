@@ -17,6 +17,7 @@ symmetric, accuracy_level) for the MatMulNBits ones.
 from typing import ClassVar
 
 import onnx
+
 from slimline.tasks.base import TechniqueConfig
 
 # The fused com.microsoft ops defeat ONNX shape inference; without a default tensor type ORT's

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from slimline.tasks.base import LAX, TaskError
 from slimline.tasks.quantization import QuantizeConfig
 from slimline.tasks.sensitivity import matmul_sensitivity, most_sensitive

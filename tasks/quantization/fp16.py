@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import onnx
+
 from slimline.tasks.base import SkipVariant
 from slimline.tasks.quantization import QuantizeConfig
 from slimline.tasks.runtime import cuda_usable

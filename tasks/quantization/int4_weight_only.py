@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import onnx
 from pydantic import Field, ValidationInfo, field_validator
+
 from slimline.tasks.base import SkipVariant
 from slimline.tasks.quantization import QuantizeConfig
 from slimline.tasks.techniques import register_technique

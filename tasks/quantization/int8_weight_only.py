@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
+
 from slimline.tasks.quantization.int4_weight_only import WeightOnlyConfig, quantize_weights
 from slimline.tasks.techniques import register_technique
 

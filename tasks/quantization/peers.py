@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import onnx
+
 from slimline.tasks.quantization import ORT_EXTRA_OPTIONS, QuantizeConfig
 from slimline.tasks.techniques import register_technique
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import onnx
 from pydantic import Field
+
 from slimline.tasks.base import LAX, TaskError
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import encode

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from slimline.tasks import decode, evaluate, metrics
 from slimline.tasks import graph as graph_io
 from slimline.tasks.stages.base import Context

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from slimline.tasks.base import Record, TaskError, TechniqueConfig, atomic_dir
 from slimline.tasks.catalog import make_config, technique_of
 from slimline.tasks.load import load_pretrained, load_tokenizer, save_pretrained

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from slimline.tasks import decode, metrics
 from slimline.tasks import graph as graph_io
 from slimline.tasks.base import Record, TaskError

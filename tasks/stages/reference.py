@@ -4,6 +4,7 @@ against) and torch fp32 (how faithful the export is), with the task's own metric
 from __future__ import annotations
 
 import numpy as np
+
 from slimline.tasks import decode, evaluate, metrics, pipeline
 from slimline.tasks import graph as graph_io
 from slimline.tasks.base import Record

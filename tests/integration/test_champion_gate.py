@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+
 from slimline.cluster.ray_executor import RayExecutor
 from slimline.pipelines.run.publish import publish
 from slimline.pipelines.run.run import run

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from mlflow import MlflowClient
+
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.publish import publish
 from slimline.pipelines.run.run import prepare, run

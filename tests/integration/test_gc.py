@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.pipelines.run import gc
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.run import run

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from slimline.tasks import decode, evaluate, export, load, metrics
 from slimline.tasks.base import TaskError
 from slimline.tasks.catalog import make_config

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.tasks.cpu_probe import cpu_flags
 from slimline.tasks.quantization.peers import optimum_preset
 

@@ -5,6 +5,7 @@ a run does it, embeds exactly as `SentenceTransformer(folder).encode` does (mean
 from __future__ import annotations
 
 import numpy as np
+
 from slimline.tasks import export, load
 from slimline.tasks.serving import Predictor
 

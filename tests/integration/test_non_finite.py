@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 import pytest
 import torch
 import yaml
+
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.run import run
 from slimline.pipelines.spec.spec import load_spec

@@ -136,6 +136,7 @@ def test_unreachable_dashboard_is_exit_two(tiny_model, tiny_spec, slimline, tmp_
 
 def test_two_node_cluster_runs_stages_on_both_nodes(tiny_model, tiny_spec, tmp_path) -> None:
     from ray.cluster_utils import Cluster
+
     from slimline.cluster.ray_executor import RayExecutor
     from slimline.pipelines.run.run import run
     from slimline.pipelines.spec.spec import Spec

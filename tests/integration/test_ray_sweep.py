@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from slimline.cluster.ray_executor import InfeasibleResources, RayExecutor
 from slimline.pipelines.run.run import run
 from slimline.pipelines.spec.spec import Spec

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.publish import publish

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from mlflow import MlflowClient
+
 from slimline.pipelines.run.search import TrialSetup, run_trial
 from slimline.pipelines.run.stage import Context, cached
 from slimline.pipelines.spec.spec import Spec

@@ -12,11 +12,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from transformers import AutoTokenizer
+
 from slimline.cluster.serve import ServeSource, deploy, serve_instance
 from slimline.pipelines.spec.serve import ServeConfig
 from slimline.tasks import export
 from slimline.tasks.graph import read_meta, with_past
-from transformers import AutoTokenizer
 
 TEXTS = ["The bridge opened in the spring.", "Cold tea.", "Nobody expected the vote to pass so easily."]
 
@@ -93,6 +94,7 @@ def test_generate_streams_transformers_greedy_tokens_and_batches_concurrent_clie
     import json
 
     import torch
+
     from slimline.tasks.load import load_pretrained
 
     url = served["url"] + "/score/generate"

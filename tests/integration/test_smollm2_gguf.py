@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from slimline.tasks import load
 from slimline.tasks.quantization._affine import affine_codes, dequantize
 

@@ -44,6 +44,7 @@ def test_embedded_ray_listens_on_loopback_only() -> None:
 
     psutil = pytest.importorskip("psutil")
     from ray._private import ray_constants
+
     from slimline.cluster.ray_executor import RayExecutor
 
     if ray.is_initialized():

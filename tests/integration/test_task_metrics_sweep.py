@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.run import run
 from slimline.pipelines.spec.spec import load_spec

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
-from slimline.pipelines.examples import python_api
-from slimline.pipelines.run.local import LocalExecutor
-from slimline.registry.memory import InMemoryRegistry
 
 import slimline
 from slimline import adapters, api
+from slimline.pipelines.examples import python_api
+from slimline.pipelines.run.local import LocalExecutor
+from slimline.registry.memory import InMemoryRegistry
 
 
 def _spec(tiny_model: Any, tiny_spec: Any, tmp_path: Path) -> dict:

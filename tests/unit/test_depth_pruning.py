@@ -11,6 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
+
 from slimline.tasks.base import TaskError
 from slimline.tasks.families import Family, detect, layers_of
 from slimline.tasks.inputs import batches

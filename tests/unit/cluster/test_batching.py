@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 import pytest
+
 from slimline.cluster.batching import Batcher
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 import yaml
-from slimline.cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
-from slimline.pipelines.schedule.emit import crontab, on_calendar, systemd
 
 from slimline.cli.main import main
+from slimline.cluster.kuberay import cronjob, dump_all, ray_cluster_spec, rayjob
+from slimline.pipelines.schedule.emit import crontab, on_calendar, systemd
 
 ROOT = Path(__file__).resolve().parents[3]
 

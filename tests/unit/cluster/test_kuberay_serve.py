@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
+from slimline.cli.serve import serve_config
 from slimline.cluster.kuberay_serve import IMPORT_PATH, rayservice
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.spec.serve import ServeConfig
-
-from slimline.cli.serve import serve_config
 
 
 def _docs(text: str) -> list[dict]:

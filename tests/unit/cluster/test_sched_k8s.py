@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from slimline.cluster.kuberay import BASE_NAME_MAX, RAYJOB_NAME_MAX, cronjob, dns_name, dump_all, secret_name
 from slimline.pipelines.schedule.schedule import tick_of
 

@@ -7,6 +7,7 @@ import jsonschema
 import orjson
 import pytest
 from fastapi import HTTPException
+
 from slimline.cluster.serve_generate import MAX_SEED, parse_generate, request_body
 from slimline.tasks.generation import Params
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 from fastapi import HTTPException
+
+from slimline.cli.serve import route_prefix, serve_config
 from slimline.cluster.serve import PULL_PREFIX, ServeSource
 from slimline.cluster.serve_requests import parse_texts, read_body, refuse_media, request_body
 from slimline.pipelines.errors import FatalInputError
-
-from slimline.cli.serve import route_prefix, serve_config
 
 LIMITS = {"max_texts": 256, "max_text_chars": 20_000}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slimline.cluster.resources import NodeInfo
 from slimline.cluster.storage import ArtifactRootNotShared, check_shared_root
 

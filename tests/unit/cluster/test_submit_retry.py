@@ -59,6 +59,7 @@ class FakeClient:
 @pytest.fixture()
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     import ray.job_submission
+
     from slimline.cluster import submit
 
     client = FakeClient(ADDRESS)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.cluster.submit import runtime_env, upload_plan
 from slimline.pipelines.spec.spec import load_spec
 

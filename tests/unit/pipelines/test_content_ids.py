@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
+
 from slimline.pipelines.run.run import prepare
 from slimline.pipelines.spec.spec import load_spec
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.manifest import Manifest
 from slimline.pipelines.run.records import RunStatus, Status

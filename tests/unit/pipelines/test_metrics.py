@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+
 from slimline.pipelines.metrics import METRICS, columns, key_metrics, maximised, metrics_markdown, timed
 from slimline.pipelines.report.report import COLUMNS
 from slimline.pipelines.run.noise import TIMED

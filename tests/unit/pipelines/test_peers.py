@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.run.peers import compare_peers, lost_to_a_peer, outcome_line
 from slimline.pipelines.run.publish import publish

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from slimline.pipelines.run.publish import publish
 from slimline.pipelines.spec.spec import Spec
 from slimline.registry.memory import InMemoryRegistry

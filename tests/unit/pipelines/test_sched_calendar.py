@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.schedule.emit import cron_text, on_calendar
 from slimline.pipelines.schedule.schedule import fire_times

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.schedule.emit import crontab, systemd
 from slimline.pipelines.schedule.schedule import check_cron

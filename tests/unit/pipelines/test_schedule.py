@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 import pytest
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.schedule.schedule import (
     Busy,

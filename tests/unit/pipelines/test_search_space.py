@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from slimline.api import validate
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.plan.plan import build_plan
 from slimline.pipelines.plan.space import check_space, decode, dimensions, grid_points
 from slimline.pipelines.run.search import INFEASIBLE, SearchLog, at_rung, rungs_of, sampled_points, score
 from slimline.pipelines.spec.search import Rung
 from slimline.pipelines.spec.spec import SelectSpec, Spec
-
-from slimline.api import validate
 
 SPACE = {
     "pruning": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from slimline.pipelines.run.noise import paired_ratio
 from slimline.pipelines.run.select import gate, select
 from slimline.pipelines.spec.spec import Bound, SelectSpec

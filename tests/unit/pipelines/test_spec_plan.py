@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.plan.plan import build_plan
 from slimline.pipelines.spec.spec import load_spec

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from pydantic import Field
+
 from slimline.pipelines.plan.plan import build_plan
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.publish import publish

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+
 from slimline.registry.store import bound
 
 

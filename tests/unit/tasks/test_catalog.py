@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 import pytest
 from pydantic import ValidationError
+
 from slimline.tasks import catalog
 from slimline.tasks.base import TASKS, Record, StepConfig, TechniqueConfig
 from slimline.tasks.evaluate import LatencyConfig

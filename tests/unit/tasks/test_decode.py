@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from slimline.tasks import decode, evaluate
 from slimline.tasks.graph import empty_past, past_names, with_past
 from slimline.tasks.load import load_tokenizer

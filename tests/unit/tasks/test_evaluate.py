@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from slimline.tasks import evaluate, export, metrics
 from slimline.tasks.metrics import Outputs
 

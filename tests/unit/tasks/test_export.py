@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 from slimline.tasks import export, optimize
 from slimline.tasks.export import ExportConfig, ParityError
 from slimline.tasks.graph import compare, feeds_for, read_meta

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
+
 from slimline.tasks import export, load
 from slimline.tasks.base import TaskError
 from slimline.tasks.generation import Batch, Generator, Params, _top_p
@@ -178,6 +179,7 @@ def _request(body: dict) -> object:
 
 def test_generate_response_answers_json_and_server_sent_events(gen) -> None:
     from fastapi import HTTPException
+
     from slimline.cluster.serve_generate import GenerationLoop, generate_response
 
     limits = {"max_body_bytes": 1 << 20, "max_new_tokens_limit": 32, "max_prompt_chars": 1000}

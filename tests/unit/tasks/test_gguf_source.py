@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from slimline.pipelines.plan.plan import build_plan
 from slimline.pipelines.spec.spec import Spec
 from slimline.tasks.digest import source_digest

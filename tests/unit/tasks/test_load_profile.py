@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+
 from slimline.tasks import load
 from slimline.tasks.base import UnsupportedArchitecture
 from slimline.tasks.families import SUPPORTED, detect

@@ -16,6 +16,8 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from transformers import AutoConfig
+
 from slimline.tasks import evaluate, export, load, metrics
 from slimline.tasks.graph import META_NAME, ONNX_NAME, read_meta, write_meta
 from slimline.tasks.pipeline import META_KEY, pool, read_pipeline
@@ -23,7 +25,6 @@ from slimline.tasks.serving import Predictor
 from slimline.tasks.stages import evaluate as evaluate_stage
 from slimline.tasks.stages import reference as reference_stage
 from slimline.tasks.stages.base import Context, StageCall
-from transformers import AutoConfig
 
 LONG = " ".join(f"word{i}" for i in range(200))  # far beyond the tiny models' 64 positions
 TEXTS = ["Rain again.", "The committee met on Tuesday to discuss the new budget in detail.", "Yes", LONG]

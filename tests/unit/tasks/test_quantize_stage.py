@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slimline.tasks.catalog import UnknownTechnique
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.pruning.heads import HeadsConfig

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from transformers import AutoTokenizer
+
 from slimline.tasks import export
 from slimline.tasks.base import TaskError
 from slimline.tasks.graph import read_meta
 from slimline.tasks.serving import Predictor
-from transformers import AutoTokenizer
 
 TEXTS = ["Rain again.", "The committee met on Tuesday to discuss the new budget in detail.", "Yes"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from slimline.tasks import evaluate, export, metrics, rated
 from slimline.tasks.base import TaskError
 from slimline.tasks.metrics import Outputs

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import pytest
+
 from slimline.tasks import catalog, techniques
 from slimline.tasks.base import Record, TechniqueConfig
 from slimline.tasks.techniques import Resume, bound_technique, register_technique

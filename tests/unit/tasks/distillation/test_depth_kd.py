@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slimline.tasks import _kd
 from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.load import load_pretrained

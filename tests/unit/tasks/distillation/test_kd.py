@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+
 from slimline.tasks import _kd, evaluate, metrics
 from slimline.tasks.distillation.kd import DistillConfig
 from slimline.tasks.load import load_pretrained, load_tokenizer

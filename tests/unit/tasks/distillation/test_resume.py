@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from pydantic import ValidationError
+
 from slimline.tasks.base import TaskError
 from slimline.tasks.distillation.kd import STATE, DistillConfig, resumable
 from slimline.tasks.load import load_pretrained

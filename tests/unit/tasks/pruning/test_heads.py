@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slimline.tasks import _structural as st
 from slimline.tasks.families import detect, get_path, layers_of
 from slimline.tasks.load import HEADS_KEY, auto_class, load_pretrained, load_tokenizer

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
+
 from slimline.tasks.base import TaskError
 from slimline.tasks.families import detect, layers_of
 from slimline.tasks.inputs import batches

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slimline.tasks import _sparsity as sp
 from slimline.tasks import _structural as st
 from slimline.tasks.families import block_linears, detect

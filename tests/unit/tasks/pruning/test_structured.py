@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slimline.tasks.base import TaskError
 from slimline.tasks.load import load_pretrained
 from slimline.tasks.pruning.ffn import FFNConfig

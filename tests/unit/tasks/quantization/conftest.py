@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from slimline.tasks import export, optimize
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.graph import feeds_for

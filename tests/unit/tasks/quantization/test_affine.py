@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
+
 from slimline.tasks.quantization._affine import affine_codes, dequantize, quantize_affine
 from slimline.tasks.quantization.int4_weight_only import Int4Config
 from slimline.tasks.stages import quantize

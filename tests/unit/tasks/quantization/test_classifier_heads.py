@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
+
 from slimline.tasks import evaluate, export, metrics, optimize
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+
 from slimline.tasks import evaluate, metrics
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 from slimline.tasks.stages import quantize

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slimline.tasks.base import SkipVariant
 from slimline.tasks.quantization.fp16 import FP16Config
 from slimline.tasks.stages import quantize

@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import helper
+
 from slimline.tasks.base import SkipVariant, write_json
 from slimline.tasks.quantization.int4_weight_only import Int4Config
 from slimline.tasks.stages import quantize

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+
 from slimline.tasks import evaluate, export, metrics
 from slimline.tasks.export import ExportConfig
 from slimline.tasks.quantization.peers import RECIPES, PeerInt8Config, optimum_preset

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from slimline.tasks.graph import read_meta
 from slimline.tasks.quantization.dynamic_int8 import DynamicInt8Config
 from slimline.tasks.quantization.static_int8 import StaticInt8Config

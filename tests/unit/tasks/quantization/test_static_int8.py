@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+
 from slimline.tasks.base import TaskError
 from slimline.tasks.quantization.static_int8 import StaticInt8Config
 from slimline.tasks.stages import quantize

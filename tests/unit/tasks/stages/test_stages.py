@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from slimline.pipelines.plan.plan import Plan, build_plan
 from slimline.pipelines.run.stage import run_stage
 from slimline.pipelines.spec.spec import load_spec
