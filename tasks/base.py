@@ -50,10 +50,18 @@ class StepConfig(BaseModel):
     # strict: "yes" is not a bool and "3" not an int; a typo must not become a setting.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
     version: ClassVar[int] = 1
+    # Settings added after the config's first stage ids were issued: left out of the JSON (and so
+    # of the digest) while at their default, so every artifact made before they existed keeps its id.
+    later_fields: ClassVar[frozenset[str]] = frozenset()
 
     def to_json(self) -> dict[str, Any]:
         """The config as plain JSON data (round-trips through `model_validate`)."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        fields = type(self).model_fields
+        for name in self.later_fields:
+            if getattr(self, name) == fields[name].default:
+                data.pop(name)
+        return data
 
     def digest(self) -> str:
         """A stable hash of the config and its version."""

@@ -29,7 +29,7 @@ def providers_for(device: str) -> list[str]:
 
 
 def session(
-    path: Path | str, *, device: str = "cpu", threads: int | None = None, spinning: bool = True
+    path: Path | str | bytes, *, device: str = "cpu", threads: int | None = None, spinning: bool = True
 ) -> Any:
     """An InferenceSession with explicit providers and intra-op threads.
 
@@ -47,7 +47,8 @@ def session(
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=providers_for(device))
+    model = path if isinstance(path, bytes) else str(path)  # bytes: a serialized ModelProto
+    return ort.InferenceSession(model, opts, providers=providers_for(device))
 
 
 @contextlib.contextmanager

@@ -179,6 +179,14 @@ def _slimline(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artifacts root for the tests that run the same tiny sweep through different front doors
+    (Ray Jobs, an MLflow server, PostgreSQL): the first computes its stages, the others find them
+    cached, as a user's second run does. Each test still passes alone (it then computes them)."""
+    return tmp_path_factory.mktemp("shared-artifacts")
+
+
+@pytest.fixture(scope="session")
 def tiny_spec() -> Callable[..., dict]:
     """tiny_spec(model, task, artifacts, **sections) -> a spec dict."""
     return _tiny_spec

@@ -36,6 +36,7 @@ class DistillConfig(TechniqueConfig):
 
     stage: ClassVar = "distill"
     resumable: ClassVar = True  # see `resumable` below; the plan lets a search's rungs resume it
+    later_fields: ClassVar = frozenset({"stop_after"})
     method: Literal["distill"] = "distill"
     steps: int = Field(default=200, ge=1)
     lr: float = Field(default=1e-4, gt=0)
@@ -54,13 +55,6 @@ class DistillConfig(TechniqueConfig):
         if self.stop_after is not None and self.stop_after > self.steps:
             raise ValueError(f"stop_after ({self.stop_after}) must be at most steps ({self.steps})")
         return self
-
-    def to_json(self) -> dict[str, Any]:
-        # Left out when unset: the stage ids of every distillation before stop_after existed stay.
-        data = self.model_dump(mode="json")
-        if self.stop_after is None:
-            data.pop("stop_after")
-        return data
 
     def schedule(self) -> dict[str, Any]:
         """What a checkpoint must share with a run that resumes it: everything but stop_after."""

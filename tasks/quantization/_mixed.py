@@ -25,6 +25,7 @@ class Int8Config(QuantizeConfig):
     and `exclude: {auto: k}`, which keeps the k most sensitive MatMuls in fp32."""
 
     list_fields: ClassVar[frozenset[str]] = frozenset({"nodes_to_exclude"})
+    later_fields: ClassVar[frozenset[str]] = frozenset({"exclude"})
     # Each method declares these two again with its own default (a label lists a config's own
     # fields first, in their order, and variant ids hash labels).
     per_channel: bool  # a weight scale per output channel, not per tensor
@@ -35,13 +36,6 @@ class Int8Config(QuantizeConfig):
     def sensitivity_op_types(self) -> tuple[str, ...]:
         """The weight ops `exclude: {auto: k}` measures: those this method quantizes (MatMul)."""
         return ("MatMul",)
-
-    def to_json(self) -> dict[str, Any]:
-        # Left out when unset: the stage ids of every int8 graph before `exclude` existed stay.
-        data = self.model_dump(mode="json")
-        if self.exclude is None:
-            data.pop("exclude")
-        return data
 
     def label(self) -> str:
         base = super().label()

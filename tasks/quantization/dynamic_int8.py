@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from slimline.tasks.quantization import ORT_EXTRA_OPTIONS
 from slimline.tasks.quantization._mixed import Int8Config, auto_exclusions
@@ -16,6 +16,10 @@ class DynamicInt8Config(Int8Config):
     method: Literal["dynamic-int8"] = "dynamic-int8"
     per_channel: bool = False
     reduce_range: bool = False
+    # Quantize the activation x activation products too (attention's QK^T and softmax x V), each
+    # input by its own DynamicQuantizeLinear: what Optimum's presets do. Off: they stay in float.
+    attention: bool = False
+    later_fields: ClassVar = Int8Config.later_fields | {"attention"}
 
 
 @register_technique(DynamicInt8Config)
@@ -41,6 +45,6 @@ def apply(
         reduce_range=cfg.reduce_range,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=[*cfg.nodes_to_exclude, *keep],
-        extra_options=dict(ORT_EXTRA_OPTIONS),
+        extra_options={**ORT_EXTRA_OPTIONS, "MatMulConstBOnly": not cfg.attention},
     )
     return extra

@@ -14,13 +14,13 @@ VARIANTS = {
 
 
 def test_run_register_gate_browse_and_pull_on_postgres(
-    postgres, mlflow_server_on, tiny_model, tiny_spec, slimline, tmp_path
+    postgres, mlflow_server_on, tiny_model, tiny_spec, slimline, tmp_path, shared_artifacts
 ) -> None:
     server = mlflow_server_on(postgres.uri)  # clients never see the artifact folder: it is proxied
     spec = tiny_spec(
         tiny_model("bert"),
         "feature-extraction",
-        tmp_path / "artifacts",
+        shared_artifacts,  # stages other tests computed are found cached, as on a user's second run
         variants=VARIANTS,
         registry={"model_name": "tiny-pg"},
         select={"constraints": {"fidelity": {"min": 0.5}}, "objectives": ["size_mb"], "top_k": 1},

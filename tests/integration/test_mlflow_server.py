@@ -17,11 +17,13 @@ VARIANTS = {
 }
 
 
-def _spec(tiny_model, tiny_spec, tmp_path: Path, name: str = "tiny-http") -> Path:
+def _spec(
+    tiny_model, tiny_spec, tmp_path: Path, name: str = "tiny-http", artifacts: Path | None = None
+) -> Path:
     spec = tiny_spec(
         tiny_model("bert"),
         "feature-extraction",
-        tmp_path / "artifacts",
+        artifacts or tmp_path / "artifacts",
         variants=VARIANTS,
         registry={"model_name": name},  # one name per test: the server is shared by the module
         # Size is deterministic, latency is not: the same spec then selects the same variant.
@@ -33,9 +35,9 @@ def _spec(tiny_model, tiny_spec, tmp_path: Path, name: str = "tiny-http") -> Pat
 
 
 def test_run_register_browse_and_pull_over_http(
-    mlflow_server, tiny_model, tiny_spec, slimline, tmp_path
+    mlflow_server, tiny_model, tiny_spec, slimline, tmp_path, shared_artifacts
 ) -> None:
-    spec = _spec(tiny_model, tiny_spec, tmp_path)
+    spec = _spec(tiny_model, tiny_spec, tmp_path, artifacts=shared_artifacts)
     uri = mlflow_server.uri
     first = slimline("run", str(spec), "--executor", "local", "--tracking-uri", uri, "--json")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -71,12 +71,12 @@ def ray_head(port_factory):
         _stop(_pids_of(temp_dir))
 
 
-def _spec_file(tmp_path: Path, tiny_model, tiny_spec) -> tuple[Path, str]:
+def _spec_file(tmp_path: Path, tiny_model, tiny_spec, artifacts: Path | None = None) -> tuple[Path, str]:
     store = f"sqlite:///{tmp_path / 'registry.db'}"
     spec = tiny_spec(
         tiny_model("bert"),
         "feature-extraction",
-        tmp_path / "artifacts",  # absolute: the job runs in an uploaded copy of the spec's folder
+        artifacts or tmp_path / "artifacts",  # absolute: the job runs in an uploaded copy of its folder
         variants=VARIANTS,
         select=SELECT,
         registry={"model_name": "tiny-job", "tracking_uri": store},
@@ -94,16 +94,21 @@ def _spec_file(tmp_path: Path, tiny_model, tiny_spec) -> tuple[Path, str]:
     return folder / "spec.yaml", store
 
 
-def test_submit_wait_logs_and_resubmit(ray_head, tiny_model, tiny_spec, slimline, tmp_path) -> None:
-    spec, store = _spec_file(tmp_path, tiny_model, tiny_spec)
+def _manifests(root: Path) -> set[Path]:
+    return set(root.glob("tiny-*/manifest.json"))
+
+
+def test_submit_wait_logs_and_resubmit(
+    ray_head, tiny_model, tiny_spec, slimline, tmp_path, shared_artifacts
+) -> None:
+    spec, store = _spec_file(tmp_path, tiny_model, tiny_spec, shared_artifacts)
     first = slimline("submit", str(spec), "--address", ray_head, "--wait", "--tick-id", "t1", timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     job_id = first.stdout.splitlines()[0].split(": ", 1)[1]
     assert first.stdout.rstrip().endswith(f"{job_id}: SUCCEEDED")
     assert "registered tiny-job version 1 [champion]" in first.stdout  # the job's own output, streamed
 
-    (manifest_path,) = (tmp_path / "artifacts").glob("tiny-*/manifest.json")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads((shared_artifacts / "tiny-t1" / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["submission_id"] == job_id
     assert manifest["tick_id"] == "t1" and manifest["run_id"] == "tiny-t1"
     versions = MlflowClient(tracking_uri=store, registry_uri=store).search_model_versions("name='tiny-job'")
@@ -164,15 +169,18 @@ def test_two_node_cluster_runs_stages_on_both_nodes(tiny_model, tiny_spec, tmp_p
         cluster.shutdown()
 
 
-def test_scheduled_tick_is_submitted_once(ray_head, tiny_model, tiny_spec, slimline, tmp_path) -> None:
-    spec, store = _spec_file(tmp_path, tiny_model, tiny_spec)
+def test_scheduled_tick_is_submitted_once(
+    ray_head, tiny_model, tiny_spec, slimline, tmp_path, shared_artifacts
+) -> None:
+    spec, store = _spec_file(tmp_path, tiny_model, tiny_spec, shared_artifacts)
+    before = _manifests(shared_artifacts)
     data = yaml.safe_load(spec.read_text())
     data["schedule"] = {"cron": "* * * * *"}  # every minute: the latest fire time is always due
     spec.write_text(yaml.safe_dump(data))
     first = slimline("schedule", str(spec), "--once", "--address", ray_head, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "exit 0" in first.stderr and "registered tiny-job version 1" in first.stdout
-    (manifest_path,) = (tmp_path / "artifacts").glob("tiny-*/manifest.json")
+    (manifest_path,) = _manifests(shared_artifacts) - before
     tick = json.loads(manifest_path.read_text())["tick_id"]
     assert tick and manifest_path.parent.name == f"tiny-{tick}"
     # Within the same minute the tick is done; in the next one a new tick may run, never a new version.
@@ -193,9 +201,9 @@ def _until_ended(ray_head: str, job_id: str, slimline, timeout: float = 120) -> 
 
 
 def test_a_stopped_tick_is_retried_once_then_a_no_op(
-    ray_head, tiny_model, tiny_spec, slimline, tmp_path
+    ray_head, tiny_model, tiny_spec, slimline, tmp_path, shared_artifacts
 ) -> None:
-    spec, _ = _spec_file(tmp_path, tiny_model, tiny_spec)
+    spec, _ = _spec_file(tmp_path, tiny_model, tiny_spec, shared_artifacts)
     first = slimline("submit", str(spec), "--address", ray_head, "--tick-id", "t2")
     job_id = first.stdout.splitlines()[0].split(": ", 1)[1]
     assert first.returncode == 0 and first.stdout.startswith("submitted: ")
@@ -207,8 +215,8 @@ def test_a_stopped_tick_is_retried_once_then_a_no_op(
     assert retry.stdout.startswith(f"submitted: {job_id}-r2\n")
     assert f"retrying: previous attempt STOPPED ({job_id})" in retry.stderr
     assert retry.stdout.rstrip().endswith(f"{job_id}-r2: SUCCEEDED")
-    (manifest_path,) = (tmp_path / "artifacts").glob("tiny-*/manifest.json")
-    assert json.loads(manifest_path.read_text())["submission_id"] == f"{job_id}-r2"
+    manifest = json.loads((shared_artifacts / "tiny-t2" / "manifest.json").read_text())
+    assert manifest["submission_id"] == f"{job_id}-r2"
 
     again = slimline("submit", str(spec), "--address", ray_head, "--tick-id", "t2")
     assert again.returncode == 0 and again.stdout.startswith(f"already submitted: {job_id}-r2")

@@ -30,6 +30,17 @@ def graphs(tiny_model, tmp_path_factory, texts) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def unfused(tiny_model, tmp_path_factory, texts) -> Path:
+    """The tiny encoder exported but not optimized: its attention is MatMuls of two activations
+    (the optimized graph fuses them into one Attention op, as ORT does for BERT)."""
+    out = tmp_path_factory.mktemp("peers-src") / "onnx"
+    rec = export.apply(
+        ExportConfig(exporter="legacy"), tiny_model("bert"), out, task="feature-extraction", texts=texts
+    )
+    return Path(rec["path"])
+
+
+@pytest.fixture(scope="session")
 def runs() -> Callable[[Path, list[str]], np.ndarray]:
     """runs(graph, texts) -> its output on real text, asserted finite."""
 

@@ -41,3 +41,15 @@ def test_nodes_to_exclude(graphs, tmp_path) -> None:
     rec = quantize.apply(DynamicInt8Config(nodes_to_exclude=(target,)), graphs["bert"], tmp_path / "q")
     qg = onnx.load(rec["path"]).graph
     assert any(n.name == target and n.op_type == "MatMul" for n in qg.node)
+
+
+def test_attention_products_are_quantized_when_asked(unfused, tmp_path, texts) -> None:
+    def float_matmuls(cfg: DynamicInt8Config, name: str) -> int:
+        rec = quantize.apply(cfg, unfused, tmp_path / name)
+        base = evaluate.onnx_outputs(unfused, texts[:16])
+        assert metrics.fidelity(base, evaluate.onnx_outputs(Path(rec["path"]), texts[:16])) > 0.95
+        return sum(n.op_type == "MatMul" for n in onnx.load(rec["path"]).graph.node)
+
+    assert float_matmuls(DynamicInt8Config(), "weights") == 4  # 2 layers x (QK^T, softmax x V)
+    assert float_matmuls(DynamicInt8Config(attention=True), "all") == 0
+    assert "attention" not in DynamicInt8Config().to_json()  # the stage ids of older graphs stay

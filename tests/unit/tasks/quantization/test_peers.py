@@ -9,8 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from slimline.tasks import evaluate, export, metrics
-from slimline.tasks.export import ExportConfig
+from slimline.tasks import evaluate, metrics
 from slimline.tasks.quantization.peers import RECIPES, PeerInt8Config, optimum_preset
 from slimline.tasks.stages import quantize
 
@@ -35,17 +34,6 @@ def _weights(path: Path) -> list[tuple[int, np.ndarray]]:
             )
             out.append((inits[n.input[1]].data_type, zp))
     return out
-
-
-@pytest.fixture(scope="module")
-def unfused(tiny_model, tmp_path_factory, texts) -> Path:
-    """The tiny encoder exported but not optimized: its attention is MatMuls of two activations
-    (the optimized graph fuses them into one Attention op, as ORT does for BERT)."""
-    out = tmp_path_factory.mktemp("peers-src") / "onnx"
-    rec = export.apply(
-        ExportConfig(exporter="legacy"), tiny_model("bert"), out, task="feature-extraction", texts=texts
-    )
-    return Path(rec["path"])
 
 
 @pytest.fixture(scope="module")
