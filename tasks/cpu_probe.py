@@ -29,6 +29,23 @@ def _cpuinfo(key: str) -> str:
     return next((x.partition(":")[2].strip() for x in lines if x.startswith(key)), "")
 
 
+def peak_gops(threads: int, *, int8: bool = False) -> float:
+    """The compute peak of `threads` cores in G operations/s (a multiply-add is 2), from the flags
+    and the clock /proc/cpuinfo reports (the base clock: turbo makes the real peak higher).
+
+    fp32: 2 FMA units x SIMD lanes (AVX-512: 16, AVX2: 8) x 2. int8: 4 times that with 8-bit dot
+    products (VNNI's vpdpbusd: 4 multiply-adds per 32-bit lane), 2 times without (AVX2's
+    vpmaddubsw pairs). Without FMA, one unit.
+    """
+    flags = cpu_flags().split()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    units = 2 if "fma" in flags else 1
+    mhz = _cpuinfo("cpu MHz")
+    ghz = float(mhz) / 1000 if mhz else 2.0
+    fp32 = threads * units * lanes * 2 * ghz
+    return fp32 * ((4 if any(f in flags for f in VNNI) else 2) if int8 else 1)
+
+
 def cpu_flags() -> str:
     """The CPU features that decide which int8/fp16 kernels ORT can use."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")

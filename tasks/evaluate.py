@@ -9,17 +9,19 @@ Every variant is run on the same batches, so rows and token positions line up wi
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from slimline.tasks.base import LAX, StepConfig, TaskError
+from slimline.tasks.cpu_probe import peak_gops
 from slimline.tasks.decode import OrtDecoder, prompt_ids
 from slimline.tasks.graph import read_meta, tokenizer_of, with_past
 from slimline.tasks.inputs import TaskWrapper, batches, encode, input_names, torch_forward
@@ -48,6 +50,11 @@ class LatencyConfig(StepConfig):
     decode_prompt: int = Field(default=32, ge=1)
     decode_batches: Annotated[tuple[Annotated[int, Field(ge=1)], ...], LAX] = (1, 8)
     decode_repeats: int = Field(default=5, ge=3)
+    # "real": also time every graph on batches of the eval texts as they come (drawn at random,
+    # each padded to its own longest text, cut at sequence_length), as a server's batches are:
+    # the row's real_* metrics, beside the fixed shape's.
+    shape: Literal["fixed", "real"] = "fixed"
+    later_fields: ClassVar = frozenset({"shape"})
 
 
 @dataclass
@@ -225,6 +232,56 @@ def onnx_call(
     return functools.partial(sess.run, None, with_past(feed, meta))
 
 
+REAL_BATCHES = 8  # batches per timed pass at shape: real
+# Ops whose products run on 8-bit integers: a graph with any is held to the CPU's int8 peak.
+INT8_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "QLinearMatMul",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QuantizeLinear",
+    }
+)
+
+
+def computes_int8(onnx_path: Path) -> bool:
+    """Whether the graph's matrix products run in int8 (dynamic or static quantization)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(n.op_type in INT8_OPS for n in graph.node)
+
+
+def real_feeds(
+    tokenizer: Any, texts: list[str], cfg: LatencyConfig, names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """Up to REAL_BATCHES batches of `cfg.batch_size` texts drawn at random (seed 0, so every graph
+    of a run gets the same ones), each padded to its own longest text, cut at `sequence_length`."""
+    order = np.random.default_rng(0).permutation(len(texts))
+    want = min(REAL_BATCHES * cfg.batch_size, max(len(texts), cfg.batch_size))
+    chosen = [texts[order[i % len(texts)]] for i in range(want)]
+    return list(batches(tokenizer, chosen, cfg.batch_size, cfg.sequence_length, names))
+
+
+def real_call(
+    onnx_path: Path, cfg: LatencyConfig, texts: list[str], *, device: str = "cpu", threads: int | None = None
+) -> Callable[[], float]:
+    """One pass over the real-shape batches of `texts`; returns the mean seconds per batch."""
+    meta = read_meta(onnx_path)
+    sess = session(onnx_path, device=device, threads=threads)
+    feeds = [with_past(f, meta) for f in real_feeds(tokenizer_of(onnx_path), texts, cfg, meta["inputs"])]
+
+    def run() -> float:
+        start = time.perf_counter()
+        for feed in feeds:
+            sess.run(None, feed)
+        return (time.perf_counter() - start) / len(feeds)
+
+    return run
+
+
 def decode_key(batch: int) -> str:
     """The metric name of decode throughput at `batch` (batch 1 is the plain name)."""
     return "decode_tokens_per_s" + ("" if batch == 1 else f"_b{batch}")
@@ -257,15 +314,37 @@ def _decode_stats(times_s: list[float], batch: int, tokens: int) -> dict[str, An
 
 
 def onnx_latency_many(
-    graphs: dict[str, Path], cfg: LatencyConfig, texts: list[str], *, device: str = "cpu"
+    graphs: dict[str, Path],
+    cfg: LatencyConfig,
+    texts: list[str],
+    *,
+    device: str = "cpu",
+    real_texts: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Latency of several graphs measured side by side, on the same input batch (see interleaved_times).
 
+    At `shape: real` they are also timed side by side on batches of `real_texts` (default `texts`)
+    as they come: `real_latency_p50_ms`, its CI and `real_throughput`.
     Decoding graphs also get decode throughput at each of `cfg.decode_batches`, their decode
     loops timed side by side too, and `prefill_ms` (their forward pass at the configured shape).
     """
     calls = {k: onnx_call(p, cfg, texts, device=device, threads=cfg.threads) for k, p in graphs.items()}
     out = {k: timing_stats(v, cfg.batch_size) for k, v in interleaved_times(calls, cfg).items()}
+    if device == "cpu":  # what each graph's kernels could do here: rows turn it into a share
+        threads = cfg.threads or os.cpu_count() or 1
+        for key, path in graphs.items():
+            out[key]["shape"] = [cfg.batch_size, cfg.sequence_length]
+            out[key]["peak_gops"] = peak_gops(threads, int8=computes_int8(path))
+    if cfg.shape == "real":
+        real = {
+            k: real_call(p, cfg, real_texts or texts, device=device, threads=cfg.threads)
+            for k, p in graphs.items()
+        }
+        for key, times in interleaved_times(real, cfg, recache=False).items():
+            stats = timing_stats(times, cfg.batch_size)
+            out[key].update(
+                {f"real_{k}": stats[k] for k in ("latency_p50_ms", "latency_ci_ms", "throughput")}
+            )
     decode = _decode_calls(graphs, cfg, texts, device)
     if decode:
         dcfg = cfg.model_copy(update={"warmup": 1, "repeats": cfg.decode_repeats})

@@ -199,7 +199,7 @@ def apply(cfg: ExportConfig, model_dir: Path, out_dir: Path, *, task: str, texts
         tok.save_pretrained(tmp)
     prof = profile_apply(ProfileConfig(), model)
     return {
-        **{k: prof[k] for k in ("params", "nonzero_params", "flops")},
+        **{k: prof[k] for k in ("params", "nonzero_params", "flops", "flops_terms")},
         "stage": "export",
         "path": str(Path(out_dir) / ONNX_NAME),
         "exporter": meta["exporter"],

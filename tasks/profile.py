@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,14 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
+def block_flop_terms(model: nn.Module) -> tuple[int, int]:
+    """(per token, per token pair): one sequence of L tokens costs per_token·L + per_pair·L² FLOPs."""
+    fam = detect(model)
+    per_token = sum(2 * math.prod(st.out_major(mod).shape) for _, mod in block_linears(model, fam))
+    per_pair = sum(4 * st.out_major(get_path(layer, fam.o)).shape[1] for layer in layers_of(model, fam))
+    return per_token, per_pair
+
+
 def block_flops(model: nn.Module, sequence_length: int) -> int:
     """Analytic FLOPs (2 per multiply-add) of one sequence through the transformer blocks.
 
@@ -40,16 +49,8 @@ def block_flops(model: nn.Module, sequence_length: int) -> int:
     the task head are left out: they are a small, constant share and not what pruning changes.
     Unstructured zeros are counted: dense kernels still multiply them.
     """
-    fam = detect(model)
-    seq = sequence_length
-    flops = 0
-    for _, mod in block_linears(model, fam):
-        out_f, in_f = st.out_major(mod).shape
-        flops += 2 * seq * in_f * out_f
-    for layer in layers_of(model, fam):
-        attn_width = st.out_major(get_path(layer, fam.o)).shape[1]
-        flops += 4 * seq * seq * attn_width
-    return flops
+    per_token, per_pair = block_flop_terms(model)
+    return per_token * sequence_length + per_pair * sequence_length**2
 
 
 def apply(cfg: ProfileConfig, model: nn.Module, artifact: Path | None = None) -> Record:
@@ -59,6 +60,7 @@ def apply(cfg: ProfileConfig, model: nn.Module, artifact: Path | None = None) ->
         "params": params,
         "nonzero_params": nonzero,
         "flops": block_flops(model, cfg.sequence_length),
+        "flops_terms": list(block_flop_terms(model)),  # the FLOPs at any other shape
         "sequence_length": cfg.sequence_length,
     }
     if artifact is not None:

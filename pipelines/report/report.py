@@ -23,7 +23,7 @@ def _cell(metrics: dict[str, Any], key: str, digits: int) -> str:
     if key == "flops":
         value = value / 1e9
     sign = "+" if key.endswith("_delta") and value > 0 else ""
-    return sign + f"{value:.{digits}f}" + ("x" if key == "speedup_vs_baseline" else "")
+    return sign + f"{value:.{digits}f}" + ("x" if key.endswith("speedup_vs_baseline") else "")
 
 
 def table_rows(manifest: dict[str, Any]) -> list[list[str]]:

@@ -14,6 +14,8 @@ from slimline.tasks.base import Record, package_version
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput", "prefill_ms")
+# At evaluate.latency.shape: real, the same graphs on batches of the eval texts as they come.
+REAL_KEYS = ("real_latency_p50_ms", "real_latency_ci_ms", "real_throughput")
 # Decoding graphs: tokens per second at batch 1 and 8 (see tasks.evaluate.decode_key), with CIs.
 DECODE_KEYS = tuple(f"decode_tokens_per_s{b}{ci}" for b in ("", "_b8") for ci in ("", "_ci"))
 # What a variant row keeps of its distill stage: the loss curve and where and how long it trained.
@@ -94,9 +96,13 @@ def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, 
     lat = latency.get(v.id, {})
     base_lat = latency.get(plan.baseline, {})
     m = {**chain[-1]["metrics"], **{k: export_rec[k] for k in ("params", "flops") if k in export_rec}}
-    m.update({k: lat[k] for k in (*LATENCY_KEYS, *DECODE_KEYS) if k in lat})
-    if "latency_p50_ms" in lat and "latency_p50_ms" in base_lat:
-        m["speedup_vs_baseline"] = base_lat["latency_p50_ms"] / lat["latency_p50_ms"]
+    m.update({k: lat[k] for k in (*LATENCY_KEYS, *REAL_KEYS, *DECODE_KEYS) if k in lat})
+    for prefix in ("", "real_"):
+        if f"{prefix}latency_p50_ms" in lat and f"{prefix}latency_p50_ms" in base_lat:
+            m[f"{prefix}speedup_vs_baseline"] = (
+                base_lat[f"{prefix}latency_p50_ms"] / lat[f"{prefix}latency_p50_ms"]
+            )
+    m.update(_efficiency(export_rec, lat))
     # Latency is timed afresh in every run, so "cached" speaks of the compute stages only.
     status = Status.CACHED if all(r.get("cached") for r in chain) else Status.SUCCEEDED
     if lat and not succeeded(lat):
@@ -109,6 +115,16 @@ def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, 
     if kd is not None:
         row["distillation"] = {"config": v.distillation, **{k: kd.get(k) for k in DISTILL_KEYS}}
     return row
+
+
+def _efficiency(export_rec: Record, lat: Record) -> dict[str, float]:
+    """Achieved G operations/s of the transformer blocks at the timed shape, and its share of the
+    CPU's peak for the graph's arithmetic (int8 or fp32, as the latency stage saw it)."""
+    if not {"shape", "peak_gops", "latency_p50_ms"} <= lat.keys() or "flops_terms" not in export_rec:
+        return {}
+    (batch, seq), (per_token, per_pair) = lat["shape"], export_rec["flops_terms"]
+    gops = batch * (per_token * seq + per_pair * seq**2) / (lat["latency_p50_ms"] / 1e3) / 1e9
+    return {"gops": gops, "peak_fraction": gops / lat["peak_gops"]}
 
 
 def variant_rows(plan: Plan, records: dict[str, Record], latency: dict[str, Record]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ DEFAULT_BASELINES = ("ort-default", "optimum-auto")
 LATER_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("baselines",), None),
     (("select", "beat_peers"), False),
+    (("evaluate", "latency", "shape"), "fixed"),
 )
 
 

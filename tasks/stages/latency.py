@@ -19,7 +19,11 @@ def run(call: StageCall) -> Record:
     graphs = {vid: Path(rec["path"]) for vid, rec in call.inputs.items()}
     lat = evaluate.LatencyConfig.model_validate(call.config)
     texts = call.ctx.calibration or call.ctx.eval_texts
-    return {"latency": evaluate.onnx_latency_many(graphs, lat, texts, device=call.ctx.device)}
+    return {
+        "latency": evaluate.onnx_latency_many(
+            graphs, lat, texts, device=call.ctx.device, real_texts=call.ctx.eval_texts or None
+        )
+    }
 
 
 STAGE = StageKind(

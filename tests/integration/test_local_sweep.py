@@ -25,6 +25,7 @@ def spec_file(tiny_model, tiny_spec, tmp_path_factory) -> Path:
     spec = tiny_spec(
         tiny_model("bert"), "feature-extraction", d / "artifacts", variants=variants, baselines=baselines
     )
+    spec["evaluate"]["latency"]["shape"] = "real"  # timed on batches of eval texts as they come too
     path = d / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -47,6 +48,11 @@ def test_run_then_rerun_is_fully_cached(spec_file: Path, cli) -> None:
         m["baseline"]["latency_p50_ms"] / mets["latency_p50_ms"]
     )
     assert m["baseline"]["onnx_vs_torch_fidelity"] > 0.9999
+    # shape: real beside the fixed shape, and each row's kernel efficiency against this CPU's peak.
+    assert mets["real_speedup_vs_baseline"] == pytest.approx(
+        m["baseline"]["real_latency_p50_ms"] / mets["real_latency_p50_ms"]
+    )
+    assert 0 < mets["peak_fraction"] < 1 and mets["gops"] > 0
     assert 1 <= len(m["selected"]) <= 2
     peers = [v for v in m["variants"] if v.get("peer")]
     assert sorted(v["peer"] for v in peers) == sorted(
@@ -72,6 +78,7 @@ def test_run_then_rerun_is_fully_cached(spec_file: Path, cli) -> None:
         and ("best peer" in first or "a peer won" in first)
     )
     assert "peer: ort-default's one-line recipe" in md
+    assert "real p50 ms" in md and "of peak" in md
     page = (run_dir / "report.html").read_text()
     # Self-contained: the plot is embedded, nothing is fetched from elsewhere.
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")

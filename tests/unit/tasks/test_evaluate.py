@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from slimline.tasks import evaluate, export, metrics
+from slimline.tasks.graph import read_meta, tokenizer_of
 from slimline.tasks.metrics import Outputs
 
 
@@ -69,6 +70,29 @@ def test_latency_measures_the_asked_shape(gpt2_graph, texts) -> None:
     st = evaluate.onnx_latency_many({"g": gpt2_graph}, cfg, texts)["g"]
     assert st["repeats"] == 5 and st["latency_p50_ms"] > 0
     assert st["latency_ci_ms"][0] <= st["latency_p50_ms"] <= st["latency_ci_ms"][1]
+
+
+def test_real_shape_times_batches_of_the_texts_as_they_come(gpt2_graph, texts) -> None:
+    cfg = evaluate.LatencyConfig(
+        batch_size=4, sequence_length=24, warmup=1, repeats=4, rounds=2, threads=1, shape="real"
+    )
+    names = read_meta(gpt2_graph)["inputs"]
+    feeds = evaluate.real_feeds(tokenizer_of(gpt2_graph), texts[:40], cfg, names)
+    widths = [f["input_ids"].shape[1] for f in feeds]
+    assert len(feeds) == evaluate.REAL_BATCHES and all(f["input_ids"].shape[0] == 4 for f in feeds)
+    # Each batch is padded to its own longest text (a full row), never past sequence_length.
+    assert all(w <= 24 and f["attention_mask"].sum(1).max() == w for w, f in zip(widths, feeds, strict=True))
+    assert len(set(widths)) > 1  # the texts' lengths differ, so do the batches'
+    again = evaluate.real_feeds(tokenizer_of(gpt2_graph), texts[:40], cfg, names)
+    assert all((a["input_ids"] == b["input_ids"]).all() for a, b in zip(feeds, again, strict=True))
+
+    st = evaluate.onnx_latency_many({"g": gpt2_graph}, cfg, texts, real_texts=texts[:40])["g"]
+    assert st["real_latency_ci_ms"][0] <= st["real_latency_p50_ms"] <= st["real_latency_ci_ms"][1]
+    assert st["real_throughput"] == pytest.approx(4 / (st["real_latency_p50_ms"] / 1e3))
+    assert st["shape"] == [4, 24] and st["peak_gops"] > 0
+    fixed = cfg.model_copy(update={"shape": "fixed"})
+    assert "real_latency_p50_ms" not in evaluate.onnx_latency_many({"g": gpt2_graph}, fixed, texts)["g"]
+    assert "shape" not in fixed.to_json()  # the default leaves older stage ids as they were
 
 
 def test_accuracy() -> None:

@@ -11,7 +11,7 @@ import torch
 from slimline.tasks import load
 from slimline.tasks.base import UnsupportedArchitecture
 from slimline.tasks.families import SUPPORTED, detect
-from slimline.tasks.profile import block_flops, count_params
+from slimline.tasks.profile import block_flop_terms, block_flops, count_params
 from slimline.tasks.pruning.ffn import FFNConfig, prune_ffn
 from slimline.tasks.pruning.heads import HeadsConfig, prune_heads
 
@@ -96,6 +96,8 @@ def test_block_flops_match_the_formula(tiny_model) -> None:
     prune_ffn(model, FFNConfig(amount=0.5))  # FFN 64 -> 32
     a, f = 16, 32
     assert block_flops(model, s) == layers * (2 * s * (3 * h * a + a * h + 2 * h * f) + 4 * s * s * a)
+    # The terms give the count at any other length (what a row's GOP/s at the timed shape uses).
+    assert block_flop_terms(model) == (layers * 2 * (3 * h * a + a * h + 2 * h * f), layers * 4 * a)
 
 
 def test_count_params_counts_tied_weights_once(tiny_model) -> None:
