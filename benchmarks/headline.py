@@ -1,20 +1,22 @@
 """Headline benchmark: all-MiniLM-L6-v2 on CPU at batch 32 x 128 with 2 threads, one run.
 
     python benchmarks/headline.py [--json] [--steps 300] [--rounds 7] [--artifacts DIR]
-                                  [--search asha|tpe|random|grid|none] [--trials 24]
+                                  [--search asha|tpe|random|grid|none] [--trials 24] [--quick]
 
 1. The candidates come from slimline itself (Ray, the product's own path). By default an ASHA
    search on Ray Tune (`search_block`): structured pruning (heads 0/25/50%, FFN 0-50% in steps
    of 10%, by activation importance), each pruned model distilled from the fp32 model on
-   `python-docs` text, × {fp32, dynamic int8 per-tensor, per-channel}; a cheap rung (32
+   `offline` text (every offline text but the corpus), × QUANTIZATION; a cheap rung (32
    sentences, a quarter of the distillation) stops the hopeless, survivors are finished. Its
    finalists run beside the unpruned fp32/int8 graphs. `--search none` runs the fixed grid of
-   `sweep_spec` instead (FFN 10/25/50%, heads 25/50% with FFN 50%). The eval text (the first 130
+   `sweep_spec` instead (FFN 10/25/50%, heads 25/50% with FFN 50%); `--quick` only its unpruned
+   candidates (no distillation: minutes). The eval text (the first 130
    corpus sentences) is the validation set: the best candidate is chosen on it, as the fastest
    at validation fidelity >= 0.98 (or the most faithful when none gets there).
 2. Held-out text: corpus sentences 130-194. Nothing touches them before this step: the sweep
-   evaluates on 0-129, calibrates on 195-258, distils on the Python docs. All fidelities in the
-   table are measured on them: mean cosine of mean-pooled embeddings against PyTorch fp32.
+   evaluates on 0-129, calibrates on 195-258, distils on offline text (never the corpus). All
+   fidelities in the table are measured on them: mean cosine of mean-pooled embeddings against
+   PyTorch fp32.
 3. Timing: every row runs batch 32 x 128 (real text padded to 128) with 2 threads, in rotating
    interleaved rounds (so a slow spell of this shared machine hits every row alike); the
    median batch time over all rounds gives the throughput, as a ratio to PyTorch fp32.
@@ -69,6 +71,16 @@ GOAL_RATIO, GOAL_FIDELITY = 3.0, 0.98
 PEER_FIDELITY, PEER_GOAL = 0.99, {"avx512_vnni": 1.25, "avx2": 1.10}
 
 
+# slimline's int8 settings: per tensor and per channel, the attention products quantized too, and
+# static int8 with the FFN down projections (what GELU feeds) left in float.
+QUANTIZATION: list[Any] = [
+    "none",
+    {"method": "dynamic-int8", "per_channel": [False, True]},
+    {"method": "dynamic-int8", "per_channel": True, "attention": True},
+    {"method": "static-int8", "float_after": ["BiasGelu", "Gelu", "FastGelu"]},
+]
+
+
 def sweep_spec(steps: int, artifacts: str) -> dict[str, Any]:
     """The candidate sweep (validation on corpus 0-129, calibration on corpus 195-258)."""
     return {
@@ -78,7 +90,7 @@ def sweep_spec(steps: int, artifacts: str) -> dict[str, Any]:
         "data": {
             "eval": {"builtin": "corpus", "samples": VALIDATION.stop},
             "calibration": {"samples": 64},
-            "train": {"builtin": "python-docs", "samples": 4000},
+            "train": {"builtin": "offline"},  # every offline text but the corpus: never the held-out
             "max_length": SEQ,
         },
         "variants": {
@@ -87,7 +99,7 @@ def sweep_spec(steps: int, artifacts: str) -> dict[str, Any]:
                 {"method": "ffn", "amount": [0.1, 0.25, 0.5], "importance": "activation"},
                 {"method": "structured", "heads": [0.25, 0.5], "ffn": [0.5], "importance": "activation"},
             ],
-            "quantization": ["none", {"method": "dynamic-int8", "per_channel": [False, True]}],
+            "quantization": QUANTIZATION,
             "distillation": {"enabled": True, "steps": steps, "lr": 3e-4, "batch_size": 16},
         },
         "evaluate": {"latency": {"batch_size": 1, "sequence_length": SEQ, "warmup": 2, "repeats": 10}},
@@ -119,7 +131,7 @@ def search_block(strategy: str, trials: int) -> dict[str, Any]:
                     "importance": "activation",
                 },
             ],
-            "quantization": ["none", {"method": "dynamic-int8", "per_channel": [False, True]}],
+            "quantization": QUANTIZATION,
         },
         "rungs": [
             {"eval_samples": 32, "distill_fraction": 0.25},
@@ -223,13 +235,20 @@ def main() -> None:
         help="how candidates are found: a search on Ray Tune, or none (the fixed grid of sweep_spec)",
     )
     ap.add_argument("--trials", type=int, default=24, help="search trials")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="unpruned candidates only (no search, no distillation): the int8 rows against the peers",
+    )
     args = ap.parse_args()
     rounds = args.rounds
 
     data = sweep_spec(args.steps, args.artifacts)
+    if args.quick:
+        data["variants"]["pruning"] = ["none"]
     combos = None
     with RayExecutor(num_cpus=THREADS) as ex:
-        if args.search == "none":
+        if args.search == "none" or args.quick:
             spec = Spec.model_validate(data)
             manifest = run(spec, ex, threads=1)
         else:

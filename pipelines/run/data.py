@@ -19,11 +19,21 @@ from slimline.tasks.text import Examples, builtin_corpus, load_file, python_docs
 
 log = logging.getLogger(__name__)
 
+def offline_text() -> Examples:
+    """Every offline text but the corpus fidelity is judged on: the Python docs' prose, the Lee
+    news documents (rated and background) and the movie-review sentences, interleaved so that any
+    head of the list mixes the three."""
+    sources = [python_docs(), lee_similarity().texts, movie_polarity().texts]
+    longest = max(len(s) for s in sources)
+    return Examples([s[i] for i in range(longest) for s in sources if i < len(s)])
+
+
 BUILTINS: dict[str, Callable[[], Examples]] = {
     "corpus": lambda: Examples(builtin_corpus()),
     "python-docs": lambda: Examples(python_docs()),
     "lee-similarity": lee_similarity,
     "movie-polarity": movie_polarity,
+    "offline": offline_text,
 }
 
 

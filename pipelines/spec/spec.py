@@ -46,14 +46,21 @@ class ModelSpec(StrictModel):
     task: Task = "feature-extraction"
 
 
-BUILTIN_SAMPLES = {"corpus": 256, "python-docs": 256, "lee-similarity": 50, "movie-polarity": 160}
+BUILTIN_SAMPLES = {
+    "corpus": 256,
+    "python-docs": 256,
+    "lee-similarity": 50,
+    "movie-polarity": 160,
+    "offline": 2322,  # all of it
+}
 
 
 class BuiltinData(StrictModel):
     # corpus: the human-written sentences fidelity is judged on; python-docs: prose sentences
     # of the Python reference, offline text to distil on; lee-similarity and movie-polarity:
-    # human-rated data installed with gensim (tasks.rated).
-    builtin: Literal["corpus", "python-docs", "lee-similarity", "movie-polarity"] = "corpus"
+    # human-rated data installed with gensim (tasks.rated); offline: every text of the last three
+    # interleaved (distillation text: news, reviews and technical prose, never the corpus).
+    builtin: Literal["corpus", "python-docs", "lee-similarity", "movie-polarity", "offline"] = "corpus"
     samples: int | None = Field(default=None, ge=1)  # None: BUILTIN_SAMPLES
 
     def count(self) -> int:

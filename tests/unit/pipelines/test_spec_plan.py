@@ -202,6 +202,26 @@ def test_training_text_never_includes_eval_text(tmp_path) -> None:
         prepare_data(spec)
 
 
+def test_offline_training_text_mixes_every_offline_source_and_never_the_eval_text() -> None:
+    from slimline.pipelines.run.data import prepare_data
+    from slimline.pipelines.spec.spec import Spec
+    from slimline.tasks.rated import lee_similarity, movie_polarity
+    from slimline.tasks.text import builtin_corpus, python_docs
+
+    kd = {**GOOD["variants"], "distillation": {"enabled": True}}
+    data = {
+        "eval": {"builtin": "lee-similarity"},
+        "calibration": {"samples": 8},
+        "train": {"builtin": "offline"},
+    }
+    train = prepare_data(Spec.model_validate({**GOOD, "variants": kd, "data": data})).train
+    lee = lee_similarity().texts
+    sources = [set(python_docs()), set(lee[50:]), set(movie_polarity().texts)]
+    assert all(set(train[:30]) & src for src in sources)  # any head mixes the three
+    assert set(train) == set().union(*sources) - set(lee[:50])  # the 50 rated (eval) documents left out
+    assert not set(train) & set(builtin_corpus())
+
+
 def test_list_valued_fields_are_values_not_grid_axes(tmp_path) -> None:
     quant = [
         {"method": "static-int8", "op_types": ["MatMul", "Gather"], "calibration": ["minmax", "entropy"]},

@@ -129,3 +129,26 @@ def test_new_settings_keep_the_old_stage_ids() -> None:
     assert StaticInt8Config(smooth=0.5).digest() != cfg.digest()
     with pytest.raises(ValueError, match="calibration: percentile only"):
         StaticInt8Config(percentile=99.9)
+
+
+def test_float_after_keeps_the_products_an_op_type_feeds_in_float(graphs, tmp_path, texts) -> None:
+    src = graphs["bert"]
+    g = onnx.load(str(src)).graph
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    weights = {t.name for t in g.initializer}
+    down = {
+        n.name
+        for n in g.node
+        if n.op_type == "MatMul" and n.input[1] in weights and made_by.get(n.input[0]) == "BiasGelu"
+    }
+    assert len(down) == 2  # the FFN down projection of each of the tiny model's 2 layers
+    cfg = StaticInt8Config(samples=8, float_after=("BiasGelu", "Gelu"))
+    rec = quantize.apply(cfg, src, tmp_path / "q", calibration=texts[200:])
+    assert set(rec["float_after"]) == down
+    q = onnx.load(rec["path"]).graph
+    producer = {o: n.op_type for n in q.node for o in n.output}
+    for n in q.node:
+        if n.name in down:  # still a float product of a float weight, its input not dequantized
+            assert n.op_type == "MatMul" and n.input[1] in {t.name for t in q.initializer}
+            assert producer.get(n.input[0]) != "DequantizeLinear"
+    assert "float_after" not in StaticInt8Config().to_json()
