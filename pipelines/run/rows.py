@@ -13,6 +13,9 @@ from slimline.pipelines.run.records import DONE, RunStatus, Status, failed, succ
 from slimline.tasks.base import Record, package_version
 from slimline.tasks.cpu_probe import cpu_flags, cpu_model
 
+# The length an export record's `flops` counts at: tasks.profile.ProfileConfig's default (a literal
+# here: that module imports torch, which a manifest's rows do not need).
+PROFILE_LENGTH = 128
 LATENCY_KEYS = ("latency_p50_ms", "latency_p95_ms", "latency_ci_ms", "throughput", "prefill_ms")
 # At evaluate.latency.shape: real, the same graphs on batches of the eval texts as they come.
 REAL_KEYS = ("real_latency_p50_ms", "real_latency_ci_ms", "real_throughput")
@@ -120,10 +123,17 @@ def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, 
 def _efficiency(export_rec: Record, lat: Record) -> dict[str, float]:
     """Achieved G operations/s of the transformer blocks at the timed shape, and its share of the
     CPU's peak for the graph's arithmetic (int8 or fp32, as the latency stage saw it)."""
-    if not {"shape", "peak_gops", "latency_p50_ms"} <= lat.keys() or "flops_terms" not in export_rec:
+    if not {"shape", "peak_gops", "latency_p50_ms"} <= lat.keys():
         return {}
-    (batch, seq), (per_token, per_pair) = lat["shape"], export_rec["flops_terms"]
-    gops = batch * (per_token * seq + per_pair * seq**2) / (lat["latency_p50_ms"] / 1e3) / 1e9
+    batch, seq = lat["shape"]
+    if "flops_terms" in export_rec:
+        per_token, per_pair = export_rec["flops_terms"]
+        flops = per_token * seq + per_pair * seq**2
+    elif "flops" in export_rec and seq == PROFILE_LENGTH:  # an export made before the terms were kept
+        flops = export_rec["flops"]
+    else:
+        return {}
+    gops = batch * flops / (lat["latency_p50_ms"] / 1e3) / 1e9
     return {"gops": gops, "peak_fraction": gops / lat["peak_gops"]}
 
 

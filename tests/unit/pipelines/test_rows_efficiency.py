@@ -14,5 +14,8 @@ def test_gops_at_the_timed_shape_and_the_share_of_peak() -> None:
     eff = _efficiency(export, lat)
     assert eff["gops"] == pytest.approx(ops / 8e-3 / 1e9)
     assert eff["peak_fraction"] == pytest.approx(eff["gops"] / 100.0)
-    # Graphs exported before the terms were recorded, or timed off the CPU: no efficiency at all.
+    # An export made before the terms were kept counts at length 128 only; timed off the CPU
+    # (no peak), no efficiency at all.
     assert _efficiency({"flops": 1}, lat) == {} and _efficiency(export, {"latency_p50_ms": 8.0}) == {}
+    at_128 = _efficiency({"flops": 5e9}, lat | {"shape": [2, 128]})
+    assert at_128["gops"] == pytest.approx(2 * 5e9 / 8e-3 / 1e9)
