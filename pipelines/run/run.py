@@ -49,15 +49,15 @@ def execute(
     """
     obs = observer or NullObserver()
     records: dict[str, Record] = {}
-    for sid in plan.stages:
-        done = cached(ctx, sid)
-        if done is not None:
-            records[sid] = {**done, "cached": True}
-            obs.finished(plan.stages[sid], records[sid])
-    priority = plan.priorities()
-    pending = sorted((sid for sid in plan.stages if sid not in records), key=lambda s: -priority[s])
     in_flight: dict[Any, str] = {}
     try:
+        for sid in plan.stages:
+            done = cached(ctx, sid)
+            if done is not None:
+                records[sid] = {**done, "cached": True}
+                obs.finished(plan.stages[sid], records[sid])
+        priority = plan.priorities()
+        pending = sorted((sid for sid in plan.stages if sid not in records), key=lambda s: -priority[s])
         while pending or in_flight:
             for sid in list(pending):
                 if len(in_flight) >= max_in_flight:
@@ -128,13 +128,13 @@ def time_variants(
     cfg = lat.model_copy(update={"threads": lat.threads or info.timing_cpus}).to_json()
     sid = stage_id(None, "latency", cfg, {"node": info.timing_node, "run": timing_root.parent.name})
     st = Stage(sid, "latency", cfg, None, f"latency of {len(graphs)} graphs")
-    observer.started(st)
-    try:
+    try:  # the observer's calls too: a Ctrl-C may surface there (slimline.cli.interrupt)
+        observer.started(st)
         handle = executor.submit(asdict(st), graphs, replace(ctx, root=str(timing_root)), exclusive=True)
         rec = executor.wait([handle])[1]
+        observer.finished(st, rec)
     except KeyboardInterrupt as exc:
         raise Interrupted({}) from exc
-    observer.finished(st, rec)
     if not succeeded(rec):
         return {vid: rec for vid in graphs}
     return {vid: {**stats, "status": Status.SUCCEEDED} for vid, stats in rec["latency"].items()}

@@ -183,7 +183,7 @@ def _sweep(
 ) -> dict[str, Any]:
     """The run's manifest; bad input exits 2 with one line, Ctrl-C exits 130 once it is written."""
     from slimline.api import sweep
-    from slimline.pipelines.report.progress import SweepProgress
+    from slimline.cli.interrupt import CtrlC, InterruptibleProgress
     from slimline.pipelines.run.run import preflight
     from slimline.tasks.base import TaskError
 
@@ -191,7 +191,7 @@ def _sweep(
         reg.check()  # an unreachable tracking server is bad input: exit 2 before any work
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         _warn_int8(spec)
-        with SweepProgress(title=spec.name) as progress:
+        with CtrlC() as ctrl_c, InterruptibleProgress(ctrl_c, title=spec.name) as progress:
             try:
                 return sweep(
                     spec,

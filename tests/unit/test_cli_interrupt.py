@@ -1,0 +1,34 @@
+"""Ctrl-C cannot be lost: a KeyboardInterrupt swallowed on its way is raised again at the next stage event."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import pytest
+from rich.console import Console
+
+from slimline.cli.interrupt import CtrlC, InterruptibleProgress
+from slimline.pipelines.plan.plan import Stage
+
+STAGE = Stage("export-1", "export", {}, None, "export none")
+
+
+def _progress(ctrl_c: CtrlC) -> InterruptibleProgress:
+    return InterruptibleProgress(ctrl_c, console=Console(file=io.StringIO()), title="t")
+
+
+def test_a_swallowed_ctrl_c_stops_the_run_at_the_next_stage_event() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with CtrlC() as ctrl_c:
+        progress = _progress(ctrl_c)
+        progress.started(STAGE)  # nothing pressed: nothing raised
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # raised at once, as Python's own handler does...
+        except KeyboardInterrupt:
+            pass  # ...and lost on its way, as inside Ray's wait
+        with pytest.raises(KeyboardInterrupt):
+            progress.finished(STAGE, {"status": "succeeded"})
+        progress.finished(STAGE, {"status": "succeeded"})  # raised once, not at every event after
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
