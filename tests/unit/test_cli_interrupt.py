@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -24,10 +25,9 @@ def test_a_swallowed_ctrl_c_stops_the_run_at_the_next_stage_event() -> None:
     with CtrlC() as ctrl_c:
         progress = _progress(ctrl_c)
         progress.started(STAGE)  # nothing pressed: nothing raised
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # raised at once, as Python's own handler does...
-        except KeyboardInterrupt:
-            pass  # ...and lost on its way, as inside Ray's wait
+        # Raised at once, as Python's own handler does, and lost on its way (as inside Ray's wait).
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
             progress.finished(STAGE, {"status": "succeeded"})
         progress.finished(STAGE, {"status": "succeeded"})  # raised once, not at every event after
