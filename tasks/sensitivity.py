@@ -117,7 +117,7 @@ def _text_feeds(src: Path, texts: list[str], max_length: int) -> list[dict[str, 
     return feeds
 
 
-def _probe(model: onnx.ModelProto, names: list[str], folder: Path) -> Path:
+def probe(model: onnx.ModelProto, names: list[str], folder: Path) -> Path:
     """A copy of the graph with `names` exposed as outputs, saved in `folder`."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)  # the caller's model keeps its weights inline
@@ -182,7 +182,7 @@ def matmul_sensitivity(
             ref2[name] += float(np.square(y, dtype=np.float64).sum())
 
     with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
-        sess = session(_probe(model, acts, Path(tmp)))
+        sess = session(probe(model, acts, Path(tmp)))
         inputs = {i.name for i in sess.get_inputs()}
         held = 0
         for feed in _text_feeds(src, texts, max_length):

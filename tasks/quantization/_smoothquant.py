@@ -16,6 +16,7 @@ Pure tensor math on ONNX protos: the fp32 function is unchanged up to rounding (
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from slimline.tasks import sensitivity
+from slimline.tasks.runtime import session
 
 FLOOR = 1e-5  # the smallest channel maximum or scale used: all-zero channels keep scale 1
 # The norms whose scale (and shift) inputs absorb 1/s: op type -> those inputs' positions.
@@ -34,39 +38,30 @@ NORMS = {
 }
 
 
-def weight_products(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    """{activation tensor: the MatMuls that multiply it by a constant 2-D fp32 weight}."""
-    weights = {t.name: t for t in graph.initializer}
+def weight_products(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """{activation tensor: the MatMuls that multiply it by a constant 2-D fp32 weight} (the
+    products int8 quantizes, as tasks.sensitivity finds them, grouped by their input)."""
+    inits = {t.name for t in model.graph.initializer}
     groups: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights:
-            continue
-        w = weights[node.input[1]]
-        if len(w.dims) == 2 and w.data_type == onnx.TensorProto.FLOAT and node.input[0] not in weights:
-            groups[node.input[0]].append(node)
+    for p in sensitivity.weight_products(model):
+        if p.node.input[0] not in inits:
+            groups[p.node.input[0]].append(p.node)
     return dict(groups)
 
 
 def activation_absmax(
     model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], tensors: list[str]
 ) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) max |x| of each named tensor over every feed, run by ONNX Runtime."""
-    from slimline.tasks.runtime import session
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(
-        helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors if t not in known
-    )
-    names = [o.name for o in probe.graph.output]
-    sess = session(probe.SerializeToString())
+    """Per-channel (last axis) max |x| of each named tensor over every feed, run by ONNX Runtime
+    on a probe copy of the graph (weights beside it, so a large graph fits protobuf's limit)."""
     out: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        values = dict(zip(names, sess.run(names, feed), strict=True))
-        for t in tensors:
-            v = np.abs(values[t]).reshape(-1, values[t].shape[-1]).max(axis=0)
-            out[t] = np.maximum(out[t], v) if t in out else v
+    with tempfile.TemporaryDirectory() as folder:
+        sess = session(sensitivity.probe(model, tensors, Path(folder)))
+        for feed in feeds:
+            values = dict(zip(tensors, sess.run(tensors, feed), strict=True))
+            for t in tensors:
+                v = np.abs(values[t]).reshape(-1, values[t].shape[-1]).max(axis=0)
+                out[t] = np.maximum(out[t], v) if t in out else v
     return out
 
 
@@ -108,7 +103,7 @@ def smooth(
     producer = {o: n for n in graph.node for o in n.output}
     outputs = {o.name for o in graph.output}
     done: dict[str, str] = {}
-    for i, (tensor, nodes) in enumerate(sorted(weight_products(graph).items())):
+    for i, (tensor, nodes) in enumerate(sorted(weight_products(out).items())):
         if tensor not in act_max:
             continue
         w_max = np.max([np.abs(weights[n.input[1]]).max(axis=1) for n in nodes], axis=0)
@@ -145,7 +140,7 @@ def smooth(
 def smooth_file(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], alpha: float) -> dict[str, str]:
     """Smooth the graph at `src` with activation ranges measured on `feeds`; write it to `dst`."""
     model = onnx.load(str(src))
-    act_max = activation_absmax(model, feeds, list(weight_products(model.graph)))
+    act_max = activation_absmax(model, feeds, list(weight_products(model)))
     smoothed, done = smooth(model, act_max, alpha)
     large = smoothed.ByteSize() > 1_500_000_000  # protobuf's 2 GB limit: weights beside the graph
     onnx.save(smoothed, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
