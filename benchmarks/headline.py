@@ -169,11 +169,12 @@ def against_peers(
     peers: dict[str, str],
     validation: dict[str, float],
     secs: dict[str, float],
-    batch1: Callable[[list[str]], dict[str, float]],
+    side_by_side: Callable[[list[str], str], dict[str, float]],
 ) -> dict[str, Any] | None:
     """The goal against the peers: the fastest candidate at validation fidelity >= PEER_FIDELITY
-    against the fastest peer that keeps it too (the fastest of all when none does), at batch 32 and
-    at batch 1. "Never slower" at batch 1 allows 3% of timing noise."""
+    against the fastest peer that keeps it too (the fastest of all when none does), at batch 32,
+    at batch 32 of real shapes (`side_by_side(labels, "real")`) and at batch 1 ("batch1").
+    "Never slower" at batch 1 allows 3% of timing noise."""
     if not peers:
         return None
     fitting = [p for p in peers.values() if validation[p] >= PEER_FIDELITY]
@@ -186,13 +187,15 @@ def against_peers(
     if not good:
         return out | {"pick": None, "goal_met": False}
     pick = min(good, key=lambda n: secs[n])
-    one = batch1([pick, best_peer])
-    ratio, ratio1 = secs[best_peer] / secs[pick], one[best_peer] / one[pick]
+    real, one = side_by_side([pick, best_peer], "real"), side_by_side([pick, best_peer], "batch1")
+    ratio, ratio_real = secs[best_peer] / secs[pick], real[best_peer] / real[pick]
+    ratio1 = one[best_peer] / one[pick]
     return out | {
         "pick": pick,
         "ratio_batch32": ratio,
+        "ratio_real": ratio_real,
         "ratio_batch1": ratio1,
-        "goal_met": ratio >= out["goal"] and ratio1 >= 0.97,
+        "goal_met": min(ratio, ratio_real) >= out["goal"] and ratio1 >= 0.97,
     }
 
 
@@ -317,14 +320,17 @@ def main() -> None:
             return sum(p.numel() * 4 for p in pt.parameters()) / 1e6
         return onnx_size_bytes(dirs[graphs[label]["id"]]["onnx"]) / 1e6
 
-    def batch1(labels: list[str]) -> dict[str, float]:
-        """Median seconds per call at batch 1 x SEQ, these graphs alone, interleaved as above."""
-        one = timing.model_copy(update={"batch_size": 1, "repeats": 6 * rounds})
-        calls1 = {
-            n: evaluate.onnx_call(dirs[graphs[n]["id"]]["onnx"], one, held_out, threads=THREADS)
-            for n in labels
-        }
-        return {n: statistics.median(ts) for n, ts in evaluate.interleaved_times(calls1, one).items()}
+    def side_by_side(labels: list[str], shape: str) -> dict[str, float]:
+        """Median seconds per batch of these graphs alone, interleaved as above: at batch 1 x SEQ
+        ("batch1"), or at batch 32 of held-out texts padded per batch to their longest ("real")."""
+        if shape == "batch1":
+            cfg = timing.model_copy(update={"batch_size": 1, "repeats": 6 * rounds})
+            make, recache = evaluate.onnx_call, True
+        else:
+            cfg, make, recache = timing, evaluate.real_call, False
+        calls1 = {n: make(dirs[graphs[n]["id"]]["onnx"], cfg, held_out, threads=THREADS) for n in labels}
+        times = evaluate.interleaved_times(calls1, cfg, recache=recache)
+        return {n: statistics.median(ts) for n, ts in times.items()}
 
     rows = {
         n: _row(n, secs[n], secs["PyTorch fp32"], fids[n], size_of(n), flops_of(n), peak_of(n)) for n in calls
@@ -350,7 +356,7 @@ def main() -> None:
         "peak_gflops": peak,
         "peak_how": how,
         "goal_met": rows[best]["throughput_ratio"] >= GOAL_RATIO and fids[best] >= GOAL_FIDELITY,
-        "peers": against_peers(candidates, peers, validation, secs, batch1),
+        "peers": against_peers(candidates, peers, validation, secs, side_by_side),
         "sweep_run": manifest["run_id"],
         "search": _search_summary(manifest.get("search")),
     }
@@ -410,13 +416,15 @@ def _print(result: dict[str, Any]) -> None:
     con.print(f"goal (>= {GOAL_RATIO}x at fidelity >= {GOAL_FIDELITY}): {verdict}")
     p = result["peers"]
     if p:
-        goal = f"goal vs peers ({p['isa']}: >= {p['goal']}x at batch {BATCH}, not slower at batch 1"
+        goal = f"goal vs peers ({p['isa']}: >= {p['goal']}x at batch {BATCH} and real shapes"
+        goal += ", not slower at batch 1"
         if p["pick"] is None:
             con.print(f"{goal}): not met, no candidate keeps fidelity {PEER_FIDELITY}")
         else:
             con.print(
                 f"{goal}): {'met' if p['goal_met'] else 'not met'}, {p['pick']} vs {p['best_peer']}: "
-                f"{p['ratio_batch32']:.2f}x at batch {BATCH}, {p['ratio_batch1']:.2f}x at batch 1"
+                f"{p['ratio_batch32']:.2f}x at batch {BATCH}, {p['ratio_real']:.2f}x at real shapes, "
+                f"{p['ratio_batch1']:.2f}x at batch 1"
             )
 
 

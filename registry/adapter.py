@@ -22,7 +22,7 @@ from slimline.pipelines.ports import RegisteredVersion, TrackedRun
 from slimline.pipelines.run.records import DONE, RunStatus, Status, numeric
 from slimline.pipelines.spec.spec import Spec
 from slimline.registry.lineage import TAG, metrics_of, version_tags
-from slimline.registry.store import artifact_root, bound, check_reachable, client, masked
+from slimline.registry.store import artifact_root, bound, check_reachable, client, mask_secrets, masked
 
 
 def _alive(pid: int) -> bool:
@@ -114,7 +114,7 @@ class MlflowRegistry:
         run = self.client.create_run(exp_id, run_name=manifest["run_id"], tags=tags)
         rid = str(run.info.run_id)
         params = {
-            "model.source": spec.model.source,
+            "model.source": masked(spec.model.source),
             "model.task": spec.model.task,
             "variants": len(manifest["variants"]),
         }
@@ -134,7 +134,7 @@ class MlflowRegistry:
             return str(found.info.run_id)
         tags = {"mlflow.parentRunId": parent, f"{TAG}variant_id": row["id"], f"{TAG}status": row["status"]}
         if row.get("reason"):
-            tags[f"{TAG}reason"] = str(row["reason"])[:5000]
+            tags[f"{TAG}reason"] = mask_secrets(str(row["reason"]))[:5000]
         run = self.client.create_run(exp_id, run_name=row["label"], tags=tags)
         rid = str(run.info.run_id)
         for k, v in {
