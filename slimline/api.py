@@ -90,6 +90,7 @@ def run(
     manifest also written to <artifacts>/<run_id>/manifest.json. A registry that fails while
     publishing raises; the manifest on disk keeps everything (`slimline registry push` retries).
     """
+    from slimline.pipelines import leases
     from slimline.pipelines.manifest import Manifest
     from slimline.pipelines.run.publish import publish
     from slimline.pipelines.run.records import RunStatus
@@ -97,9 +98,11 @@ def run(
     s = validate(spec)
     reg = registry_for(registry, s, tracking_uri)
     options = {"threads": threads, "max_in_flight": max_in_flight, "tick_id": tick_id}
-    manifest = sweep(s, executor, reg, address=address, observer=observer, debug=debug, **options)
-    if manifest["status"] != RunStatus.FAILED:
-        manifest = publish(reg, manifest, s, Path(s.artifacts.path) / manifest["run_id"])
+    # The stages the run reads stay leased (safe from gc) until they are registered.
+    with leases.holding(Path(s.artifacts.path).resolve() / "stages"):
+        manifest = sweep(s, executor, reg, address=address, observer=observer, debug=debug, **options)
+        if manifest["status"] != RunStatus.FAILED:
+            manifest = publish(reg, manifest, s, Path(s.artifacts.path) / manifest["run_id"])
     return Manifest.model_validate(manifest)
 
 

@@ -263,4 +263,3 @@ def read_pipeline(folder: str | Path, task: str, config: Any) -> OutputPipeline:
 def carry(config: Any, pipeline: OutputPipeline) -> None:
     """Record `pipeline` in a model's config, so that the folder saved from it carries it."""
     setattr(config, CONFIG_KEY, pipeline.to_json())
-

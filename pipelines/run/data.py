@@ -19,6 +19,7 @@ from slimline.tasks.text import Examples, builtin_corpus, load_file, python_docs
 
 log = logging.getLogger(__name__)
 
+
 def offline_text() -> Examples:
     """Every offline text but the corpus fidelity is judged on: the Python docs' prose, the Lee
     news documents (rated and background) and the movie-review sentences, interleaved so that any

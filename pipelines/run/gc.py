@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimline.pipelines import leases
 from slimline.pipelines.locks import Busy, single_flight
 from slimline.tasks.base import dir_size_bytes, read_json_or_none
 
@@ -30,6 +31,7 @@ class Removal:
     before: int = 0
     kept: int = 0
     busy: list[str] = field(default_factory=list)  # stages a running process holds
+    leased: dict[str, str] = field(default_factory=dict)  # stages a running run reads: who
 
     @property
     def after(self) -> int:
@@ -120,16 +122,26 @@ def _after(epoch: float | None, iso: str) -> bool:
 
 
 def apply(root: Path, gc_plan: Removal) -> Removal:
-    """Remove the planned stages; one a process is computing right now (its lock held) is left."""
-    locks = root / "stages" / ".locks"
-    for sid in list(gc_plan.remove):
-        try:
-            with single_flight(locks / f"{sid}.lock"):
-                (root / "stages" / f"{sid}.json").unlink(missing_ok=True)  # the record first: never a
-                shutil.rmtree(root / "stages" / sid, ignore_errors=True)  # record without its output
-        except Busy:
-            gc_plan.remove.remove(sid)
-            gc_plan.busy.append(sid)
+    """Remove the planned stages; one a process is computing right now (its lock held) or a
+    running run will read (its lease, pipelines.leases) is left."""
+    stages = root / "stages"
+    with leases.gate(stages, exclusive=True):
+        held = leases.leased(stages)
+        for sid in list(gc_plan.remove):
+            if sid in held:
+                gc_plan.leased[sid] = held[sid]
+                gc_plan.remove.remove(sid)
+                gc_plan.freed -= sum(
+                    dir_size_bytes(p) for p in (stages / f"{sid}.json", stages / sid) if p.exists()
+                )
+                continue
+            try:
+                with single_flight(stages / ".locks" / f"{sid}.lock"):
+                    (stages / f"{sid}.json").unlink(missing_ok=True)  # the record first: never a
+                    shutil.rmtree(stages / sid, ignore_errors=True)  # record without its output
+            except Busy:
+                gc_plan.remove.remove(sid)
+                gc_plan.busy.append(sid)
     return gc_plan
 
 

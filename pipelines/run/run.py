@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from slimline.pipelines import leases
 from slimline.pipelines.errors import FatalInputError
 from slimline.pipelines.manifest import Manifest
 from slimline.pipelines.plan.plan import Combo, Plan, Stage, build_plan, stage_id
@@ -178,6 +179,7 @@ def prepare(
         build_digest=full.digest(n),  # fewer eval texts evaluate the same graphs
         peers=peers_for(spec) if peers else (),
     )
+    leases.claim(stage_root, plan.stages)  # kept from gc while this process's lease is held
     ctx = Context(
         root=str(stage_root),
         task=spec.model.task,
@@ -194,6 +196,7 @@ def prepare(
     return plan, ctx
 
 
+@leases.scoped  # from plan to manifest (a caller that publishes holds it longer)
 def run(
     spec: Spec,
     executor: Executor,
@@ -228,9 +231,7 @@ def run(
     info = executor.describe()
     env = environment(info)
     root = Path(spec.artifacts.path).resolve()
-    plan, ctx = prepare(
-        spec, root / "stages", gpus=env["gpus"], threads=threads, combos=combos, peers=True
-    )
+    plan, ctx = prepare(spec, root / "stages", gpus=env["gpus"], threads=threads, combos=combos, peers=True)
     env["threads"] = {
         "per_task": ctx.threads,
         "latency": spec.evaluate.latency.threads or "every CPU of the node",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from slimline.pipelines import leases
 from slimline.pipelines.locks import single_flight
 from slimline.pipelines.plan.plan import Combo
 from slimline.pipelines.plan.space import Dim, check_space, decode, grid_points
@@ -185,6 +186,12 @@ def run_trial(setup: TrialSetup, point: dict[str, Any], report: Any, trial_id: s
     assert spec.search is not None
     combo = decode(spec, point)
     root = Path(setup.root)
+    with leases.holding(root / "stages"):  # gc must not remove a rung's stages under the next
+        _rungs(spec, setup, combo, root, report, trial_id)
+
+
+def _rungs(spec: Spec, setup: TrialSetup, combo: Combo, root: Path, report: Any, trial_id: str) -> None:
+    assert spec.search is not None
     started = time.perf_counter()
     for r in setup.rungs:
         rung = spec.search.rungs[r]
@@ -319,6 +326,7 @@ class SearchLog:
         }
 
 
+@leases.scoped
 def search_and_run(
     spec: Spec,
     executor: Executor,

@@ -44,4 +44,7 @@ def gc(ctx: click.Context, spec_path: str, dry_run: bool, max_size: str | None) 
         f"{root}: {verb} {len(todo.remove)} stages ({human(todo.freed)}), kept {todo.kept} "
         f"(artifacts.keep: {spec.artifacts.keep}); stages {human(todo.before)} -> {human(todo.after)}"
         + (f"; {len(todo.busy)} in use, left" if todo.busy else "")
+        + (f"; {len(todo.leased)} read by a running run, left" if todo.leased else "")
     )
+    for sid, who in sorted(todo.leased.items()):
+        click.echo(f"  left {sid}: {who} reads it")

@@ -157,7 +157,11 @@ def run(
     reg = registry_for(registry_kind, spec, tracking_uri)
     options = {"threads": threads, "max_in_flight": max_in_flight, "tick_id": tick_id}
     # With --json, stdout is the one JSON document: whatever Ray or MLflow print goes to stderr.
-    with stdout_to_stderr(as_json):
+    from slimline.pipelines import leases
+
+    # The stages the run reads stay leased (safe from gc) until they are registered.
+    stages = Path(spec.artifacts.path).resolve() / "stages"
+    with stdout_to_stderr(as_json), leases.holding(stages):
         manifest = _sweep(ctx, spec_path, spec, reg, executor, address, options)
         code = 1 if manifest["status"] == RunStatus.FAILED else 0
         run_dir = Path(spec.artifacts.path) / manifest["run_id"]

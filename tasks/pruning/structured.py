@@ -47,6 +47,7 @@ class StructuredConfig(StructuredCut):
             out.append(ffn.FFNConfig(amount=self.ffn, importance=self.importance))
         return out
 
+
 _APPLY = {"layers": layers.apply, "heads": heads.apply, "ffn": ffn.apply}
 
 

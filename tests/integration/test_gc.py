@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from slimline.pipelines.ports import NullObserver
 from slimline.pipelines.run import gc
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.run import run
@@ -63,6 +65,26 @@ def test_gc_keeps_the_selection_and_frees_the_rest(tiny_model, tiny_spec, tmp_pa
     assert all(after[sid] == before[sid] for sid in kept)  # kept stages were reused, not recomputed
     assert set(after) == set(before)  # the removed ones were computed again
     assert again["selected"] == manifest["selected"]
+
+    # gc while a run reads its cached stages (issue 25: it removed them and the run died): the
+    # run's lease keeps every stage it reads, gc says so, and the run succeeds.
+    mid = _GcMidRun(tmp_path / "artifacts")
+    third = run(spec, LocalExecutor(), observer=mid)
+    assert mid.done is not None and mid.done.remove == [] and set(mid.done.leased) == set(listed)
+    assert third["status"] == "succeeded" and third["selected"] == manifest["selected"]
+    assert _records(stages) == after  # nothing removed, nothing recomputed
+    assert not list((stages / ".leases").glob("*.json"))  # the run released its lease
+
+
+class _GcMidRun(NullObserver):
+    """Runs `gc` (keep: selected) once, as soon as the run has found its first stage."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.done = root, None
+
+    def finished(self, stage: Any, record: Any) -> None:
+        if self.done is None:
+            self.done = gc.apply(self.root, gc.plan(self.root, "selected"))
 
 
 def test_sizes_read_as_users_write_them() -> None:

@@ -13,7 +13,18 @@ from slimline.pipelines.uris import mask_secrets, masked
 SECRET = st.text(alphabet="QWXZ0123456789!$%^*~", min_size=4, max_size=24)
 PLAIN = st.text(alphabet="abcdefghijklmnop", min_size=1, max_size=10)
 SECRET_KEYS = st.sampled_from(
-    ["password", "PASSWORD", "pwd", "passwd", "token", "access_token", "secret", "api_key", "AccessKey", "sig"]
+    [
+        "password",
+        "PASSWORD",
+        "pwd",
+        "passwd",
+        "token",
+        "access_token",
+        "secret",
+        "api_key",
+        "AccessKey",
+        "sig",
+    ]
 )
 SCHEMES = st.sampled_from(["postgresql", "mysql+pymysql", "http", "https", "databricks", "mssql"])
 
