@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from slimline.tasks.base import package_version, write_json
 from slimline.tasks.load import resolve_source
@@ -32,11 +33,13 @@ def file_digest(path: Path, cache_file: Path | None = None) -> str:
 def folder_digest(folder: Path, cache_file: Path | None = None, only: str | None = None) -> str:
     """Hash of a folder's files (relative names and bytes); file digests cached in `cache_file`."""
     root = Path(folder).resolve()
-    cache: dict[str, dict[str, object]] = {}
+    cache: dict[str, Any] = {}
     if cache_file is not None and cache_file.is_file():
         try:
             cache = json.loads(cache_file.read_text())
-        except ValueError:  # a torn write from a killed run: start the cache again
+        except (OSError, ValueError):  # a torn write from a killed run: start the cache again
+            cache = {}
+        if not isinstance(cache, dict):  # valid JSON of another shape: the same
             cache = {}
     h = hashlib.sha256()
     changed = False
@@ -45,7 +48,11 @@ def folder_digest(folder: Path, cache_file: Path | None = None, only: str | None
         st = f.stat()
         key, stamp = str(f), [st.st_size, st.st_mtime_ns]
         entry = cache.get(key)
-        if entry is None or entry.get("stamp") != stamp:
+        if (
+            not isinstance(entry, dict)
+            or entry.get("stamp") != stamp
+            or not isinstance(entry.get("sha256"), str)
+        ):
             entry = {"stamp": stamp, "sha256": _file_sha256(f)}
             cache[key], changed = entry, True
         h.update(f"{f.relative_to(root)}\0{entry['sha256']}\n".encode())

@@ -9,6 +9,7 @@ module's business (`slimline.tasks.stages.STAGES`); here are the cache, the lock
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -16,10 +17,10 @@ from typing import Any
 
 from slimline.pipelines.locks import single_flight
 from slimline.pipelines.run.records import Status, failed, skipped
-from slimline.tasks.base import Record, SkipVariant, TaskError, write_json
+from slimline.tasks.base import Record, SkipVariant, TaskError
 from slimline.tasks.runtime import quiet_libraries, set_torch_threads
 from slimline.tasks.stages import STAGES
-from slimline.tasks.stages.base import Context, StageCall, cached, record_path
+from slimline.tasks.stages.base import Context, StageCall, cached, record_path, write_record
 
 # Context, cached and record_path are imported from here by executors, tests and benchmarks.
 __all__ = ["Context", "cached", "record_path", "run_stage"]
@@ -40,7 +41,18 @@ def run_stage(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) ->
         done = cached(ctx, sid)
         if done is not None:
             return {**done, "cached": True}
+        _discard(Path(ctx.root) / sid)
         return _run(stage, inputs, ctx)
+
+
+def _discard(folder: Path) -> None:
+    """Remove a stage folder no valid record vouches for (cut off, or changed after it finished):
+    outputs are written once (tasks.base.atomic_dir keeps an existing folder), so a stale one
+    would otherwise outlive the recomputation."""
+    if folder.exists():
+        aside = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+        os.replace(folder, aside)  # out of the way at once; removing a large folder takes a while
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _run(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Record:
@@ -59,5 +71,5 @@ def _run(stage: dict[str, Any], inputs: dict[str, Record], ctx: Context) -> Reco
         return failed(kind, f"{kind}: {exc}")
     rec.update(kind=kind, seconds=time.perf_counter() - start, host=socket.gethostname(), pid=os.getpid())
     rec["interval"] = [wall_start, time.time()]  # epoch seconds: how busy the workers were
-    write_json(record_path(ctx, sid), rec)
+    write_record(ctx, sid, rec)
     return {**rec, "cached": False}

@@ -180,7 +180,32 @@ def _run_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise FatalInputError(format_validation(exc, str(folder / "spec.json"))) from None
-    return spec, Manifest.load(folder / "manifest.json").to_json()
+    manifest = Manifest.load(folder / "manifest.json").to_json()
+    _locate_graphs(folder, manifest, spec.registry.log_models == "all")
+    return spec, manifest
+
+
+def _locate_graphs(folder: Path, manifest: dict[str, Any], every: bool) -> None:
+    """Point each graph the push registers at this artifact root (a moved or copied root keeps
+    its stages beside the run folder); FatalInputError when one is nowhere."""
+    from slimline.pipelines.run.records import DONE
+
+    wanted = set(manifest.get("selected") or [])
+    for i, row in enumerate(manifest["variants"]):
+        if row["id"] not in wanted and not (every and row.get("status") in DONE):
+            continue
+        graph = row.get("onnx")
+        if not isinstance(graph, str) or not graph:
+            where = f"{folder / 'manifest.json'}: variants[{i}].onnx"
+            raise FatalInputError(f"{where}: expected the path of variant {row['id']}'s graph")
+        here = folder.parent / "stages" / graph.rpartition("/stages/")[2] if "/stages/" in graph else None
+        if here is not None and here.exists():
+            row["onnx"] = str(here)
+        elif not Path(graph).exists():
+            raise FatalInputError(
+                f"{folder / 'manifest.json'}: variants[{i}].onnx: {graph} does not exist "
+                f"(expected the graph of variant {row['id']}; run the spec again to rebuild it)"
+            )
 
 
 def echo_registered(manifest: dict[str, Any]) -> None:

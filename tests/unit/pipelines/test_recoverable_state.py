@@ -45,12 +45,32 @@ def test_a_finished_output_is_never_removed_under_a_reader(tmp_path: Path) -> No
 
 def test_a_corrupt_stage_record_is_recomputed_not_fatal(tmp_path: Path, caplog) -> None:
     ctx = Context(root=str(tmp_path), task="feature-extraction", eval_texts=[], calibration=[])
-    write_json(record_path(ctx, "s1"), {"path": "x"})
-    assert cached(ctx, "s1") == {"path": "x"}
+    rec = {"path": str(tmp_path), "status": "succeeded"}
+    write_json(record_path(ctx, "s1"), rec)
+    assert cached(ctx, "s1") == rec
     record_path(ctx, "s1").write_text('{"path": "x", "trunc')  # a crash mid-write of an old version
     with caplog.at_level(logging.WARNING):
         assert cached(ctx, "s1") is None
     assert "stage record" in caplog.text and "treating it as absent" in caplog.text
+
+
+def test_state_files_of_the_wrong_shape_are_recomputed(tmp_path: Path, caplog) -> None:
+    """Valid JSON that is not what the file holds (issue 25) is treated like a cut-off file."""
+    from slimline.tasks.digest import folder_digest
+
+    ctx = Context(root=str(tmp_path), task="feature-extraction", eval_texts=[], calibration=[])
+    with caplog.at_level(logging.WARNING):
+        for data in ([], {}, "x", {"status": 1}, {"status": "succeeded", "_files": [1, 2]}):
+            write_json(record_path(ctx, "s1"), data)
+            assert cached(ctx, "s1") is None, data
+    assert "not a stage record" in caplog.text and "inventory is not a JSON object" in caplog.text
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"weights")
+    cache = tmp_path / "digests.json"
+    for data in ([1, 2], {"w.bin": 3}, "text"):
+        write_json(cache, data)
+        assert folder_digest(model, cache) == folder_digest(model)  # the cache ignored, not fatal
 
 
 def test_a_corrupt_schedule_state_reruns_the_tick(tmp_path: Path, caplog) -> None:
