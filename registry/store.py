@@ -142,6 +142,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise RegistryUnreachable(f"tracking store {uri}: folder {db.parent} is missing or not writable")
         if db.exists() and not db.is_file():
             raise RegistryUnreachable(f"tracking store {uri}: {db} is a folder, not a SQLite database file")
+        problem = sqlite_problem(db)
+        if problem is not None:
+            raise RegistryUnreachable(f"tracking store {uri}: {problem}")
         return
     if scheme in DB_SCHEMES:
         _check_database(uri, timeout)
@@ -181,6 +184,120 @@ def bound(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
+def _schema(db: Path) -> tuple[set[str], str | None]:
+    """(the tables of a SQLite file, its MLflow schema revision or None); sqlite3.Error when the
+    file cannot be read or cannot take a write (read-only, locked, not a database)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)  # a publish may hold it
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        row = (
+            con.execute("SELECT version_num FROM alembic_version").fetchone()
+            if "alembic_version" in tables
+            else None
+        )
+        con.execute("BEGIN IMMEDIATE")  # the write lock, nothing written: the store takes writes
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+    return tables, row[0] if row else None
+
+
+def head_revision() -> str:
+    """The schema revision this MLflow writes and expects."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return str(_get_latest_schema_revision())
+
+
+def sqlite_problem(db: Path) -> str | None:
+    """Why an existing SQLite store cannot be used as it is, or None (a missing or empty file is
+    fine: it is created when first used)."""
+    import sqlite3
+
+    if not db.is_file() or db.stat().st_size == 0:
+        return None
+    try:
+        tables, found = _schema(db)
+    except sqlite3.Error as exc:
+        return f"{db} cannot be opened for writing ({exc})"
+    head = head_revision()
+    if found == head or not tables:
+        return None
+    state = "half-created (its creation was interrupted)" if found is None else f"at schema {found}"
+    return (
+        f"{db} is {state}, and this MLflow needs schema {head}; "
+        f"repair it with: slimline registry repair --tracking-uri sqlite:///{db}"
+    )
+
+
+def _create_sqlite(db: Path) -> None:
+    """Create a SQLite store under a temporary name and move it into place once MLflow's
+    migrations have all run: a store killed while it is created leaves no half-migrated file."""
+    import uuid
+
+    # A name never used before: MLflow caches a store (and its open engine) per URI.
+    tmp = db.with_name(f".{db.name}.creating-{uuid.uuid4().hex[:12]}")
+    try:
+        uri = f"sqlite:///{tmp}"
+        from mlflow import MlflowClient
+
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        c.search_experiments(max_results=1)  # the tracking store migrates the file to the head
+        c.search_registered_models(max_results=1)
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def repair_sqlite(db: Path) -> str:
+    """Bring a SQLite store to this MLflow's schema; returns what was done. A store that holds no
+    run and no model (its creation was interrupted) is recreated, the old file kept beside it; one
+    that holds data is migrated by MLflow after a backup copy. FatalInputError when neither applies."""
+    import shutil
+    import sqlite3
+    import time
+
+    if not db.is_file():
+        raise FatalInputError(f"no SQLite store at {db}")
+    problem = sqlite_problem(db)
+    if problem is None:
+        return f"{db} is at schema {head_revision()}: nothing to repair"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        held = sum(
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # two fixed table names
+            for t in ("runs", "registered_models")
+            if t in tables
+        )
+    except sqlite3.Error as exc:
+        raise FatalInputError(f"{db}: not a SQLite database MLflow wrote ({exc})") from None
+    finally:
+        con.close()
+    aside = db.with_name(f"{db.name}.{time.strftime('%Y%m%dT%H%M%S')}.bak")
+    if held == 0:
+        os.replace(db, aside)
+        _create_sqlite(db)
+        return f"{db} held no run or model: recreated at schema {head_revision()} (the old file is {aside})"
+    shutil.copy2(db, aside)
+    import sqlalchemy
+    from mlflow.store.db.utils import _upgrade_db
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}", poolclass=sqlalchemy.pool.NullPool)
+    try:
+        _upgrade_db(engine)
+    except Exception as exc:  # alembic and SQLAlchemy errors share no base worth naming
+        raise FatalInputError(
+            f"{db}: MLflow could not migrate it ({' '.join(str(exc).split())[:200]}); "
+            f"a copy from before is {aside}"
+        ) from None
+    finally:
+        engine.dispose()
+    return f"{db} migrated to schema {head_revision()} (a copy from before is {aside})"
+
+
 def client(uri: str) -> Any:
     """An MlflowClient bound to `uri` for tracking and the registry alike."""
     quiet_mlflow()
@@ -195,6 +312,8 @@ def client(uri: str) -> Any:
     from slimline.pipelines.locks import single_flight
 
     with single_flight(db.with_name(f".{db.name}.init.lock"), wait=True):
+        if not db.exists():
+            _create_sqlite(db)
         c = MlflowClient(tracking_uri=uri, registry_uri=uri)
         c.search_experiments(max_results=1)
         c.search_registered_models(max_results=1)

@@ -135,6 +135,25 @@ def pull(ctx: click.Context, ref: str, out_dir: str, force: bool, tracking_uri: 
 
 
 @registry.command()
+@click.option("--tracking-uri", default=None, help=URI_HELP)
+@click.pass_context
+def repair(ctx: click.Context, tracking_uri: str | None) -> None:
+    """Bring a SQLite store to this MLflow's schema (one whose creation was cut off is recreated)."""
+    from slimline.registry.store import repair_sqlite, resolve_uri, sqlite_path
+
+    uri = resolve_uri(tracking_uri)
+    db = sqlite_path(uri)
+    if db is None:
+        fail(
+            ctx,
+            FatalInputError(
+                f"{uri}: repair handles SQLite stores; for a database run: mlflow db upgrade <uri>"
+            ),
+        )
+    click.echo(guarded(ctx, lambda: repair_sqlite(db)))
+
+
+@registry.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--tracking-uri", default=None, help=URI_HELP)
 @click.pass_context

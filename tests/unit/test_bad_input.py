@@ -61,6 +61,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
     for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 )
+GONE = {"id": "v1", "status": "succeeded", "onnx": "/nowhere/stages/quantize-x/model.onnx"}
 VALID_MANIFEST = {"run_id": "r", "status": "succeeded", "variants": [], "selected": [], "baseline": {}}
 
 # (id, how to build the command line, what the one line must say)
@@ -157,6 +158,11 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         "spec.json: version",
     ),
     ("push with a bad manifest", lambda t, b: _push(t, b, b, {"run_id": "r"}), "not a slimline manifest"),
+    (
+        "push of a graph that is gone",
+        lambda t, b: _push(t, b, b, {**VALID_MANIFEST, "variants": [GONE], "selected": ["v1"]}),
+        "variants[0].onnx: /nowhere/stages/quantize-x/model.onnx does not exist",
+    ),
     (
         "promote to a reserved alias",
         lambda t, b: [
