@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from slimline.pipelines.errors import SpecError
 from slimline.pipelines.plan.plan import Combo
 from slimline.pipelines.spec.search import SearchSpace
@@ -22,6 +24,7 @@ from slimline.tasks.base import TechniqueConfig
 from slimline.tasks.catalog import UnknownTechnique, config_class
 
 RANGE_KEYS = {"min", "max", "step", "log"}
+GRID_CAP = 100_000  # points a grid may have: counted before any is built
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,26 @@ class Dim:
     step: float | None = None
     log: bool = False
 
+    def size(self) -> int | None:
+        """How many values a grid visits, counted without listing them (None: a range without a step)."""
+        if self.kind == "choice":
+            return len(self.values)
+        if self.step is None:
+            return None
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+
     def grid(self) -> list[Any]:
         """The values a grid visits (a choice's indices; a range needs a step)."""
-        if self.kind == "choice":
-            return list(range(len(self.values)))
-        if self.step is None:
+        n = self.size()
+        if n is None:
             raise SpecError(f"search.space.{self.name}: a grid needs a list or a range with a step")
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        if n > GRID_CAP:
+            raise SpecError(
+                f"search.space.{self.name}.step: {n:,} values, more than {GRID_CAP:,}; expected a wider step"
+            )
+        if self.kind == "choice":
+            return list(range(n))
+        assert self.step is not None
         vals = [self.low + i * self.step for i in range(n)]
         return [round(v) for v in vals] if self.kind == "int" else [round(v, 10) for v in vals]
 
@@ -51,6 +67,10 @@ class Dim:
         if self.kind == "choice":
             return list(range(len(self.values)))
         return [int(self.low), int(self.high)] if self.kind == "int" else [self.low, self.high]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def is_range(value: Any) -> bool:
@@ -63,12 +83,14 @@ def _range(name: str, value: dict[str, Any]) -> Dim | Any:
     if "min" not in value:
         return value["max"]
     low, high, step = value["min"], value["max"], value.get("step")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or low >= high:
-        raise SpecError(f"search.space.{name}: expected min < max, both numbers (got {value!r})")
-    if step is not None and (not isinstance(step, int | float) or step <= 0):
-        raise SpecError(f"search.space.{name}.step: expected a positive number (got {step!r})")
+    if not all(_finite(v) for v in (low, high)) or low >= high:
+        raise SpecError(f"search.space.{name}: expected min < max, both finite numbers (got {value!r})")
+    if step is not None and (not _finite(step) or step <= 0):
+        raise SpecError(f"search.space.{name}.step: expected a finite positive number (got {step!r})")
     integral = all(isinstance(v, int) for v in (low, high, step if step is not None else 1))
-    log = bool(value.get("log", False))
+    log = value.get("log", False)
+    if not isinstance(log, bool):  # YAML's "no" is a string here: never read a string as true
+        raise SpecError(f"search.space.{name}.log: expected true or false (got {log!r})")
     if log and low <= 0:
         raise SpecError(f"search.space.{name}: a log range needs min > 0 (got {low!r})")
     return Dim(name, "int" if integral else "float", low=low, high=high, step=step, log=log)
@@ -177,13 +199,23 @@ def decode(spec: Spec, point: dict[str, Any]) -> Combo:
         and p.changes_shapes
         and (space.distillation is not None or spec.variants.distillation.enabled)
     ):
-        over = _resolve("distillation", space.distillation or {}, point, frozenset(), "distillation")
-        base = spec.variants.distillation.config().to_json()
-        try:
-            kd = config_class(base["method"], "distill").model_validate({**base, **over})
-        except ValueError as exc:
-            raise SpecError(f"search.space.distillation: {exc}".splitlines()[0]) from None
+        kd = _distillation(spec, point)
     return Combo(p, xcfg if p is not None else spec.export, q, kd)
+
+
+def _distillation(spec: Spec, point: dict[str, Any]) -> TechniqueConfig:
+    """The distillation config a point stands for (when its pruning changes shapes)."""
+    assert spec.search is not None
+    space = spec.search.space.distillation or {}
+    over = _resolve("distillation", space, point, frozenset(), "distillation")
+    base = spec.variants.distillation.config().to_json()
+    try:
+        return config_class(base["method"], "distill").model_validate({**base, **over})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field_path = ".".join(str(x) for x in err["loc"])
+        where = "search.space.distillation" + (f".{field_path}" if field_path else "")
+        raise SpecError(f"{where}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 def check_space(spec: Spec) -> list[Dim]:
@@ -191,16 +223,44 @@ def check_space(spec: Spec) -> list[Dim]:
     assert spec.search is not None
     dims = dimensions(spec.search.space)
     first = {d.name: d.corners()[0] for d in dims}
-    decode(spec, first)
+    combo = decode(spec, first)
+    if not dims and combo.pruning is None and combo.quantization is None:
+        raise SpecError(
+            "search.space: nothing to search (only the baseline, none x none); "
+            "expected pruning or quantization choices or ranges"
+        )
     for d in dims:
         for value in d.corners():
             decode(spec, {**first, d.name: value})
+    if spec.search.space.distillation is not None:  # checked whatever pruning the corners chose
+        for d in [d for d in dims if d.name.startswith("distillation.")]:
+            for value in d.corners():
+                _distillation(spec, {**first, d.name: value})
+        _distillation(spec, first)
     if spec.search.sampler == "grid":
-        grid_points(dims)  # every range has a step
+        grid_size(dims)  # every range has a step, and the points are not too many
     return dims
+
+
+def grid_size(dims: list[Dim]) -> int:
+    """How many points the grid over `dims` has, counted without listing them; SpecError past GRID_CAP."""
+    total = 1
+    for d in dims:
+        n = d.size()
+        if n is None:
+            d.grid()  # says which range lacks a step
+            return 0
+        total *= n
+        if total > GRID_CAP:
+            raise SpecError(
+                f"search.space: the grid has more than {GRID_CAP:,} points; "
+                "expected wider steps, fewer choices, or sampler random or tpe"
+            )
+    return total
 
 
 def grid_points(dims: list[Dim]) -> list[dict[str, Any]]:
     """Every point of the grid over `dims` (ranges by their step)."""
+    grid_size(dims)
     axes = [d.grid() for d in dims]
     return [dict(zip([d.name for d in dims], combo, strict=True)) for combo in itertools.product(*axes)]

@@ -93,9 +93,8 @@ def sampled_points(spec: Spec, dims: list[Dim], trials: int, seed: int) -> list[
     same recipe again (its stages come from the cache, but its trial slot is spent), and the
     baseline recipe (no pruning, no quantization), which is never a candidate.
     """
-    if any(d.kind != "choice" and d.step is None for d in dims):
-        return None
-    if math.prod(len(d.grid()) for d in dims) > FINITE_LIMIT:
+    sizes = [d.size() for d in dims]
+    if any(n is None for n in sizes) or math.prod(n or 0 for n in sizes) > FINITE_LIMIT:
         return None
     points = [p for p in distinct_points(spec, dims) if not _is_baseline(decode(spec, p))]
     return random.Random(seed).sample(points, min(trials, len(points)))

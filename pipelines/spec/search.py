@@ -38,7 +38,8 @@ class Rung(StrictModel):
 
 
 class Budget(StrictModel):
-    time_s: float = Field(gt=0)
+    # A search shorter than a minute ends before any trial reports: nothing to choose from.
+    time_s: float = Field(ge=60, allow_inf_nan=False)
 
 
 class SearchSpace(StrictModel):
@@ -75,7 +76,7 @@ class SearchSpec(StrictModel):
     budget: Budget | None = None  # wall-clock limit of the search phase; the finals still run
     space: SearchSpace = SearchSpace()
     rungs: list[Rung] = Field(default_factory=lambda: [Rung()], min_length=1, max_length=8)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # what NumPy and Optuna samplers accept
     max_concurrent: int | None = Field(default=None, ge=1)  # default: as many as the resources fit
     reduction_factor: int = Field(default=2, ge=2, le=8)  # asha: keep 1/reduction_factor per rung
 

@@ -29,6 +29,12 @@ SPACE = {
 }
 
 
+NAN = float("nan")
+FINE = {"method": "heads", "amount": {"min": 0.1, "max": 0.5, "step": 1e-9}}
+_R = {"min": 0.1, "max": 0.9, "step": 0.001}
+FINE3 = {"method": "structured", "heads": _R, "ffn": _R, "layers": _R}
+
+
 def _spec(tmp_path: Path, **search: object) -> Spec:
     data = {
         "version": 1,
@@ -100,6 +106,26 @@ def test_grid_needs_steps_and_covers_every_point(tmp_path: Path) -> None:
         (
             {"space": {"pruning": [{"method": "heads", "amount": {"min": 0.1, "max": 1.5}}]}},
             "search.space.pruning",
+        ),
+        # issue 25: each of these validated, then crashed at run time or in validate
+        ({"space": {}}, "nothing to search"),
+        ({"space": {"pruning": ["none"], "quantization": "none"}}, "nothing to search"),
+        ({"seed": -5}, "search.seed"),
+        ({"seed": 1e23}, "search.seed"),
+        (
+            {"space": {"pruning": [{"method": "heads", "amount": {"min": 0.1, "max": 0.5, "step": NAN}}]}},
+            "step",
+        ),
+        (
+            {"space": {"pruning": [{"method": "heads", "amount": {"min": 0.1, "max": 0.5, "log": "no"}}]}},
+            "log",
+        ),
+        ({"strategy": "grid", "space": {"pruning": [FINE]}}, "wider step"),
+        ({"strategy": "grid", "space": {"pruning": [FINE3]}}, "more than 100,000 points"),
+        ({"budget": {"time_s": 1e-9}}, "search.budget.time_s"),
+        (
+            {"space": SPACE | {"distillation": {"lr": {"min": -1.0, "max": 1.0}}}},
+            "search.space.distillation.lr",
         ),
     ],
 )
@@ -223,3 +249,76 @@ def test_strategy_is_an_alias_of_a_sampler_and_a_scheduler(
     spec = _spec(tmp_path, **{k: v for k, v in search.items()})
     assert (spec.search.sampler, spec.search.scheduler) == pair and spec.search.label == label
     assert spec.search.multi_fidelity is False  # one rung: nothing to stop early at
+
+
+# Property test (issue 25): generated search blocks, hostile numbers included, get exit 0 or 2
+# from `validate`, and `plan` of a valid one never raises either.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NUMBER = st.one_of(
+    st.integers(-10, 2**34),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1e-9, 0.001, 0.25, 0.5, 1.5, 1e23]),
+)
+ODD = st.one_of(NUMBER, st.booleans(), st.sampled_from(["no", "yes", "", "all"]), st.none())
+FRACTION = st.floats(0.0, 0.9)
+RANGE = st.one_of(
+    st.dictionaries(st.sampled_from(["min", "max", "step", "log"]), ODD, min_size=1, max_size=4),
+    st.builds(  # well-formed ends, then a step and a log flag that may not be
+        lambda a, b, extra: {"min": min(a, b), "max": max(a, b) + 0.05, **extra},
+        FRACTION,
+        FRACTION,
+        st.fixed_dictionaries({}, optional={"step": ODD, "log": ODD}),
+    ),
+)
+VALUE = st.one_of(ODD, RANGE, st.lists(ODD, max_size=3))
+PRUNING = st.one_of(
+    st.just("none"),
+    st.fixed_dictionaries({"method": st.just("heads"), "amount": VALUE}),
+    st.fixed_dictionaries({"method": st.just("structured"), "heads": VALUE, "ffn": VALUE}),
+)
+QUANTIZATION = st.one_of(
+    st.just("none"), st.fixed_dictionaries({"method": st.just("dynamic-int8"), "per_channel": VALUE})
+)
+SPACE_ST = st.fixed_dictionaries(
+    {},
+    optional={
+        "pruning": st.lists(PRUNING, max_size=3),
+        "quantization": st.lists(QUANTIZATION, max_size=3),
+        "distillation": st.dictionaries(st.sampled_from(["lr", "steps", "batch_size"]), VALUE, max_size=2),
+    },
+)
+SEARCH_ST = st.fixed_dictionaries(
+    {"space": SPACE_ST},
+    optional={
+        "strategy": st.sampled_from(["grid", "random", "tpe", "asha", "bayes"]),
+        "trials": NUMBER,
+        "seed": ODD,
+        "budget": st.dictionaries(st.just("time_s"), ODD),
+        "rungs": st.lists(
+            st.fixed_dictionaries({}, optional={"eval_samples": ODD, "distill_fraction": ODD}), max_size=3
+        ),
+    },
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(search=SEARCH_ST)
+def test_any_search_block_validates_or_gets_one_line(cli, tiny_model, tmp_path: Path, search: dict) -> None:
+    data = {
+        "version": 1,
+        "name": "s",
+        "model": {"source": str(tiny_model("bert")), "task": "feature-extraction"},
+        "search": search,
+        "artifacts": {"path": str(tmp_path / "art")},
+    }
+    path = tmp_path / "gen.yaml"
+    path.write_text(yaml.safe_dump(data))
+    checked = cli("validate", str(path))  # in-process: a traceback fails the test
+    assert checked.returncode in (0, 2), checked.stderr
+    if checked.returncode == 2:
+        assert len(checked.stderr.strip().splitlines()) == 1, checked.stderr
+        return
+    planned = cli("plan", str(path))
+    assert planned.returncode in (0, 2), planned.stderr
