@@ -151,21 +151,32 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically and durably: a uniquely named temp file, fsync, then rename over."""
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically and durably: a uniquely named temp file, fsync, then rename
+    over. A reader sees the old file or the new one, never a cut one; an OSError (a full or
+    read-only disk) names `path` and leaves the old file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=2, sort_keys=True, default=str))
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # write() errors name no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically and durably (see write_text)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def read_json(path: Path) -> Any:

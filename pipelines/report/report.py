@@ -11,6 +11,7 @@ from slimline.pipelines.metrics import columns
 from slimline.pipelines.report.search import search_lines, sensitivity_lines
 from slimline.pipelines.run.peers import outcome_line
 from slimline.pipelines.spec.spec import SelectSpec
+from slimline.tasks.base import write_text
 
 # Shown when at least one variant has the metric (the task and the eval data decide which).
 COLUMNS = columns()
@@ -175,11 +176,11 @@ def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -
 
     run_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    md_path.write_text(markdown(manifest))
+    write_text(md_path, markdown(manifest))
     plots = [
         ("speedup against fidelity", main_png(manifest, select.objectives, select.constraints)),
         ("each technique on its own", technique_png(manifest)),
         ("search: score against wall time", search_png(manifest)),
     ]
-    html_path.write_text(html_report(manifest, plots))
+    write_text(html_path, html_report(manifest, plots))
     return md_path, html_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import sys
@@ -38,7 +39,28 @@ class OneLineErrors(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(1)
+        except OSError as exc:
+            line = disk_line(exc)
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def disk_line(exc: OSError) -> str | None:
+    """One line for a full or read-only disk (what to free or change), or None for other errors.
+    Finished stages stay cached and every state file is written whole or not at all, so the
+    next run starts where this one stopped."""
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left writing {where}: free space on its disk (`slimline gc SPEC` removes "
+            "stages no run keeps), then run again: finished stages are reused"
+        )
+    if exc.errno == errno.EROFS:
+        return f"read-only file system: cannot write {where}; point artifacts.path at a writable folder"
+    return None
 
 
 def safe_id(value: str | None) -> str | None:
