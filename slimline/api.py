@@ -46,11 +46,18 @@ def validate(spec: str | os.PathLike[str] | Mapping[str, Any] | Spec) -> Spec:
     """
     from slimline.pipelines.plan.space import check_space
     from slimline.pipelines.spec.spec import Spec, load_spec, parse_spec
+    from slimline.tasks.base import TaskError
+    from slimline.tasks.load import is_gguf, resolve_source
 
     if isinstance(spec, Spec):
         return spec
     where = "<spec>" if isinstance(spec, Mapping) else str(spec)
     checked = parse_spec(dict(spec)) if isinstance(spec, Mapping) else load_spec(spec)
+    if is_gguf(checked.model.source):  # header, tensor table and architecture: no weights read
+        try:
+            resolve_source(checked.model.source)
+        except TaskError as exc:
+            raise SpecError(f"{where}: {exc}") from None
     if checked.search is not None:
         try:
             check_space(checked)  # every choice and both ends of every range decode

@@ -10,9 +10,11 @@ it carries the GGUF's rounding, so it is not the original bf16 checkpoint.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
+import struct
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -67,7 +69,38 @@ def _gguf_file(path: Path, source: str) -> str:
     with path.open("rb") as fh:
         if fh.read(4) != b"GGUF":
             raise ModelSourceError(f"model.source {source!r}: {path.name} is not a GGUF file (bad magic)")
+    stat = path.stat()
+    problem = _gguf_problem(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if problem is not None:
+        raise ModelSourceError(f"model.source {source!r}: {path}: {problem}")
     return str(path.resolve())
+
+
+@functools.lru_cache(maxsize=8)  # keyed by size and mtime too: an edited file is read again
+def _gguf_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """Why a GGUF file cannot be loaded, read from its header and tensor table (memory-mapped,
+    no weights read): cut off, a corrupt count, or an architecture transformers cannot load.
+    None when it can, or when the `gguf` reader is not installed (loading then says so)."""
+    if importlib.util.find_spec("gguf") is None:
+        return None
+    from gguf import GGUFReader
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, IndexError, KeyError, OverflowError, struct.error) as exc:
+        return f"its header or tensor table is cut off or corrupt ({' '.join(str(exc).split())[:120]})"
+    end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    if not reader.tensors or end > size:
+        n = len(reader.tensors)
+        return f"it holds {n} tensors ending at byte {end:,}, but the file has {size:,} bytes (cut off?)"
+    field = reader.fields.get("general.architecture")
+    arch = bytes(field.parts[field.data[0]]).decode("utf-8", "replace") if field and field.data else None
+    loadable = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}  # key groups, not models
+    if arch not in loadable:
+        known = ", ".join(sorted(loadable))
+        return f"architecture {arch!r} cannot be loaded (transformers reads GGUF of: {known})"
+    return None
 
 
 def resolve_source(source: str) -> str:
