@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slimline.pipelines.plan.plan import build_plan
@@ -14,7 +15,15 @@ from slimline.tasks.load import ModelSourceError, is_gguf, resolve_source
 
 
 def _gguf(path: Path, payload: bytes) -> Path:
-    path.write_bytes(b"GGUF" + payload)
+    """A real (tiny) GGUF whose one tensor holds `payload`'s bytes: sources are checked whole."""
+    gguf = pytest.importorskip("gguf", reason="the llm extra is not installed")
+    weights = np.frombuffer(payload.ljust(64, b"\0"), dtype=np.uint8).astype(np.float32).reshape(4, -1)
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_tensor("token_embd.weight", weights)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return path
 
 
