@@ -61,3 +61,21 @@ def test_a_file_that_is_not_a_store_fails_up_front(tmp_path: Path, cli) -> None:
     db.write_bytes(b"this is not a database" * 10)
     listed = cli("registry", "ls", "--tracking-uri", f"sqlite:///{db}")
     assert listed.returncode == 2 and "cannot be opened for writing" in listed.stderr
+
+
+def test_read_commands_never_create_a_store(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, unused_port: int
+) -> None:
+    """issue 26: `registry ls` in another folder created an empty slimline.db there and listed 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args in (
+        ["registry", "ls"],
+        ["registry", "show", "m@champion"],
+        ["registry", "pull", "m@champion", "-o", str(tmp_path / "out")],
+        ["serve", "m@champion", "--port", str(unused_port)],
+    ):
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert f"no MLflow store at {tmp_path / 'slimline.db'}; run from the project folder" in res.stderr
+    assert not (tmp_path / "slimline.db").exists()
