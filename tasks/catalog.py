@@ -11,6 +11,7 @@ elsewhere (a test's toy technique); a plug-in package names its module as an ent
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import logging
@@ -87,7 +88,9 @@ def config_class(name: str, stage: str | None = None) -> type[TechniqueConfig]:
     """The config class of technique `name`, or an error that lists the valid names."""
     table = techniques(stage)
     if name not in table:
-        raise UnknownTechnique(f"unknown technique {name!r}; valid: {', '.join(table)}")
+        close = difflib.get_close_matches(str(name), list(table), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownTechnique(f"unknown technique {name!r}; {hint}valid: {', '.join(table)}")
     return table[name].config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -205,7 +206,24 @@ class SelectSpec(StrictModel):
     def _known_metrics(cls, value: Any) -> Any:
         for name in value:
             if name not in METRICS:
-                raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+                close = difflib.get_close_matches(name, list(METRICS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown metric {name!r}; {hint}expected one of {', '.join(METRICS)}")
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _within_bounds(cls, value: dict[str, Bound]) -> dict[str, Bound]:
+        """A bound a metric can never reach is a typo (fidelity 98 for 0.98), not a wish."""
+        for name, bound in value.items():
+            low, high = METRICS[name].bounds
+            for side in ("min", "max"):
+                x = getattr(bound, side)
+                if x is None or ((low is None or x >= low) and (high is None or x <= high)):
+                    continue
+                span = f"{'-inf' if low is None else f'{low:g}'}..{'inf' if high is None else f'{high:g}'}"
+                hint = f" — did you mean {x / 100:g}?" if high == 1.0 and 1 < x <= 100 else ""
+                raise ValueError(f"{name}.{side}: {x:g} is outside {name}'s range; expected {span}{hint}")
         return value
 
 

@@ -116,6 +116,11 @@ def compare(ctx: click.Context, name: str, a: str, b: str, tracking_uri: str | N
 @click.pass_context
 def promote(ctx: click.Context, name: str, version: str, alias: str, tracking_uri: str | None) -> None:
     """Point ALIAS at NAME/VERSION by hand."""
+    from slimline.registry.store import alias_problem
+
+    problem = alias_problem(alias)  # a bad alias is bad whatever the store holds: said first
+    if problem is not None:
+        fail(ctx, FatalInputError(f"--alias {alias!r}: {problem}"))
     guarded(ctx, lambda: _browser(ctx, tracking_uri).promote(name, version.lstrip("v"), alias))
     click.echo(f"{name}@{alias} -> version {version.lstrip('v')}")
 

@@ -49,6 +49,15 @@ def _model_with(tmp: Path, base: dict, config: str) -> list[str]:
     return ["run", _spec(tmp, base, model__source=str(model)), "--executor", "local", "--registry", "none"]
 
 
+def _store(tmp: Path) -> str:
+    """The URI of an (empty) SQLite store that exists: read commands never create one."""
+    from slimline.registry.store import client
+
+    uri = f"sqlite:///{tmp / 'store.db'}"
+    client(uri)
+    return uri
+
+
 def _push(tmp: Path, base: dict, spec_json: object, manifest: object) -> list[str]:
     run = tmp / "run"
     run.mkdir()
@@ -79,6 +88,22 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         "sparsity: empty list",
     ),
     ("empty pruning list", lambda t, b: ["validate", _spec(t, b, variants__pruning=[])], "variants.pruning"),
+    # issue 26: a percentage for a fraction, and typos, get what was probably meant
+    (
+        "fidelity as a percentage",
+        lambda t, b: ["validate", _spec(t, b, select__constraints={"fidelity": {"min": 98}})],
+        "fidelity.min: 98 is outside fidelity's range; expected 0..1 — did you mean 0.98?",
+    ),
+    (
+        "misspelt metric",
+        lambda t, b: ["validate", _spec(t, b, select__constraints={"fidelty": {"min": 0.98}})],
+        "unknown metric 'fidelty'; did you mean 'fidelity'?",
+    ),
+    (
+        "misspelt technique",
+        lambda t, b: ["validate", _spec(t, b, variants__quantization=[{"method": "dynamik-int8"}])],
+        "did you mean 'dynamic-int8'?",
+    ),
     (
         "bool given as a string",
         lambda t, b: [
@@ -223,7 +248,7 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
     ),
     (
         "serve: unknown model",
-        lambda t, b: ["serve", "nope@champion", "--tracking-uri", f"sqlite:///{t / 'x.db'}"],
+        lambda t, b: ["serve", "nope@champion", "--tracking-uri", _store(t)],
         "no registered model 'nope'",
     ),
     (
