@@ -51,19 +51,26 @@ def plan(ctx: click.Context, spec_path: str) -> None:
     from rich.console import Console
     from rich.tree import Tree
 
-    from slimline.pipelines.plan.plan import build_plan
-    from slimline.pipelines.run.peers import peers_for
     from slimline.pipelines.run.records import Status
+    from slimline.pipelines.run.run import prepare
+    from slimline.pipelines.run.stage import cached
+    from slimline.tasks.base import TaskError
 
     spec = spec_or_exit(ctx, spec_path)
-    p = build_plan(spec, "dry-run", peers=peers_for(spec))
+    root = Path(spec.artifacts.path).resolve() / "stages"
+    try:  # the run's own ids: its data and model digests (cached in the artifact root) included
+        p, stage_ctx = prepare(spec, root, peers=True)
+    except (FatalInputError, TaskError) as exc:
+        fail(ctx, FatalInputError(f"{spec_path}: {exc}"))
+    done = {sid for sid in p.stages if cached(stage_ctx, sid) is not None}
     console = Console()
-    nodes: dict[str | None, Any] = {
-        None: Tree(f"[bold]{spec.name}[/]: {len(p.stages)} stages, {len(p.variants)} variants")
-    }
+    todo = len(p.stages) - len(done)
+    title = f"[bold]{spec.name}[/]: {len(p.stages)} stages ({len(done)} cached, {todo} to run)"
+    nodes: dict[str | None, Any] = {None: Tree(f"{title}, {len(p.variants)} variants")}
     for st in p.stages.values():  # parents always precede children in insertion order
         res = ", ".join(f"{k}={v:g}" for k, v in st.resources.items())
-        nodes[st.id] = nodes[st.parent].add(f"{st.kind}: {st.label} [dim]({st.id}; {res})[/]")
+        state = "[green]cached[/]" if st.id in done else "to run"
+        nodes[st.id] = nodes[st.parent].add(f"{st.kind}: {st.label} [dim]({st.id}; {res})[/] {state}")
     console.print(nodes[None])
     for v in p.variants:
         if v.status == Status.SKIPPED:
@@ -80,7 +87,7 @@ def _plan_search(console: Any, spec: Any) -> None:
 
     dims = check_space(spec)
     search = spec.search
-    sizes = [len(d.grid()) if d.kind == "choice" or d.step else None for d in dims]
+    sizes = [d.size() for d in dims]  # counted: a fine step must not build its values
     grid = math.prod(s for s in sizes if s) if all(sizes) else None
     console.print(
         f"[bold]search[/] ({search.label}): the grid above is the baseline; "

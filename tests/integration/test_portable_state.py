@@ -8,6 +8,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import yaml
+
 from slimline.pipelines.run.local import LocalExecutor
 from slimline.pipelines.run.run import run
 from slimline.pipelines.spec.spec import Spec
@@ -27,13 +29,23 @@ def _stage(stages: Path, kind: str) -> str:
     return next(p.stem for p in stages.glob(f"{kind}-*.json"))
 
 
-def test_moved_copied_and_damaged_roots(tiny_model, tiny_spec, tmp_path, caplog) -> None:
+def test_moved_copied_and_damaged_roots(tiny_model, tiny_spec, tmp_path, caplog, cli) -> None:
     model = tiny_model("bert")
     first = run(_spec(tiny_spec, model, tmp_path / "a"), LocalExecutor())
     stages = tmp_path / "a" / "stages"
     records = _records(stages)
     text = "".join(p.read_text() for p in stages.glob("*.json"))
     assert str(tmp_path / "a") not in text and "$stages/" in text  # no absolute path is kept
+
+    # `plan` shows the ids the run used (issue 26: it skipped the model digest) and what is cached.
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(tiny_spec(model, "feature-extraction", tmp_path / "a", variants=VARIANTS))
+    )
+    planned = cli("plan", str(spec_file))
+    ran = {sid for v in first["variants"] for sid in v["stages"]}
+    assert planned.returncode == 0 and ran and all(sid in planned.stdout for sid in ran)
+    assert "0 to run" in planned.stdout and "cached" in planned.stdout
 
     # Moved: every stage is reused where it now lies (it failed with FileNotFoundError before).
     shutil.move(tmp_path / "a", tmp_path / "b")
