@@ -43,6 +43,16 @@ class Ref:
         return self.name + (f"@{self.alias}" if self.alias else f"/{self.version}" if self.version else "")
 
 
+def _summary(mv: Any) -> dict[str, Any]:
+    """A version's number, label and key metrics (for listings)."""
+    tags = dict(mv.tags) if mv is not None else {}
+    return {
+        "version": str(mv.version) if mv is not None else "-",
+        "label": tags.get(f"{TAG}label", ""),
+        "metrics": {k: v for k, v in metrics_of(tags).items() if k in KEY_METRICS},
+    }
+
+
 class Browser:
     """Read-mostly access to the registry of one tracking store."""
 
@@ -90,21 +100,23 @@ class Browser:
             return list(self.client.search_model_versions(f"name='{name}'"))
         return [v for v in self.client.search_model_versions() if v.name == name]
 
-    def ls(self) -> list[dict[str, Any]]:
-        """Every registered model: latest version, aliases and the key metrics of the latest."""
+    def ls(self, alias: str = "champion") -> list[dict[str, Any]]:
+        """Every registered model: its `alias` holder (the champion) and its latest version, each
+        with its label and key metrics, and every alias. `label`/`metrics` are the latest's."""
         rows = []
         for model in self.client.search_registered_models(max_results=1000):
             versions = self._versions(model.name)
             latest = max(versions, key=lambda v: int(v.version)) if versions else None
-            tags = dict(latest.tags) if latest else {}
+            held = str(model.aliases.get(alias, ""))
+            champion = next((v for v in versions if str(v.version) == held), None)
             rows.append(
                 {
                     "name": model.name,
                     "latest": str(latest.version) if latest else "-",  # registered, nothing in it yet
                     "versions": len(versions),
                     "aliases": {a: str(v) for a, v in model.aliases.items()},
-                    "label": tags.get(f"{TAG}label", ""),
-                    "metrics": {k: v for k, v in metrics_of(tags).items() if k in KEY_METRICS},
+                    **_summary(latest),
+                    "champion": {"alias": alias, **_summary(champion)} if champion else None,
                 }
             )
         return rows

@@ -44,7 +44,7 @@ def registry() -> None:
 @click.option("--tracking-uri", default=None, help=URI_HELP)
 @click.pass_context
 def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
-    """Registered models: latest version, aliases and key metrics."""
+    """Registered models: the champion's row and the latest version's, with key metrics."""
     from rich.console import Console
     from rich.table import Table
 
@@ -52,12 +52,19 @@ def ls_cmd(ctx: click.Context, tracking_uri: str | None) -> None:
 
     rows = _browser(ctx, tracking_uri).ls()
     table = Table(title=f"registered models ({len(rows)})")
-    for col in ("model", "versions", "latest", "aliases", "variant", *KEY_METRICS):
+    for col in ("model", "versions", "aliases", "row", "version", "variant", *KEY_METRICS):
         table.add_column(col)
     for r in rows:
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(r["aliases"].items())) or "-"
-        metrics = [_metric(r["metrics"].get(k), k) for k in KEY_METRICS]
-        table.add_row(r["name"], str(r["versions"]), r["latest"], aliases, r["label"], *metrics)
+        # The champion first, then the latest version when it is another one: never the latest's
+        # numbers in the champion's row.
+        shown = [(r["champion"]["alias"], r["champion"])] if r["champion"] else []
+        if not r["champion"] or r["champion"]["version"] != r["latest"]:
+            shown.append(("latest", r))
+        for i, (what, v) in enumerate(shown):
+            metrics = [_metric(v["metrics"].get(k), k) for k in KEY_METRICS]
+            head = [r["name"], str(r["versions"]), aliases] if i == 0 else ["", "", ""]
+            table.add_row(*head, what, v["version"], v["label"], *metrics)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 

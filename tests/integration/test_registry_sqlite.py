@@ -130,12 +130,19 @@ def test_the_champion_gate_moves_and_stays(finished, store) -> None:
     assert client.get_model_version_by_alias("tiny-bert", "champion").version == second.version
 
 
-def test_browse_and_pull(finished, store, tmp_path, texts) -> None:
+def test_browse_and_pull(finished, store, tmp_path, texts, cli) -> None:
     spec, manifest, run_dir = finished
     publish(MlflowRegistry(store), copy.deepcopy(manifest), spec, run_dir)
     b = Browser(store)
     (row,) = b.ls()
     assert row["name"] == "tiny-bert" and row["aliases"] == {"champion": "1"} and row["versions"] == 2
+    # issue 26: the champion's row is the champion's, the latest version's apart (it was mixed up).
+    v1, v2 = (b.show(Ref.parse(f"tiny-bert/{n}")) for n in (1, 2))
+    assert row["champion"]["version"] == "1" and row["champion"]["label"] == v1["label"]
+    assert row["latest"] == "2" and row["label"] == v2["label"] and v1["label"] != v2["label"]
+    listed = cli("registry", "ls", "--tracking-uri", store)
+    lines = [line for line in listed.stdout.splitlines() if "champion" in line and "tiny-bert" in line]
+    assert lines and v1["label"] in lines[0] and v2["label"] not in lines[0]
     info = b.show(Ref.parse("tiny-bert@champion"))
     assert info["variant"] == manifest["selected"][0] and info["aliases"] == ["champion"]
     assert info["lineage"]["spec_hash"] == manifest["spec_hash"]
