@@ -39,7 +39,18 @@ def validate(ctx: click.Context, spec_path: str) -> None:
     """Validate SPEC: exit 0, or exit 2 with one line naming the file, field and expectation."""
     from slimline.pipelines.spec.spec import variant_axes
 
-    p, q = variant_axes(spec_or_exit(ctx, spec_path))
+    spec = spec_or_exit(ctx, spec_path)
+    if spec.search is not None:  # a search is described as one: its grid axes are only defaults
+        from slimline.pipelines.plan.space import dimensions
+
+        s = spec.search
+        trials = "every grid point" if s.sampler == "grid" else f"{s.trials} trials"
+        click.echo(
+            f"{spec_path}: valid (search {s.label}: {s.sampler} sampler, {s.scheduler} scheduler, "
+            f"{trials} over {len(dimensions(s.space))} dimensions, {len(s.rungs)} rung{'s' * (len(s.rungs) != 1)})"
+        )
+        return
+    p, q = variant_axes(spec)
     click.echo(f"{spec_path}: valid ({len(p)} pruning x {len(q)} quantization settings)")
 
 

@@ -322,3 +322,11 @@ def test_any_search_block_validates_or_gets_one_line(cli, tiny_model, tmp_path: 
         return
     planned = cli("plan", str(path))
     assert planned.returncode in (0, 2), planned.stderr
+
+
+def test_validate_describes_a_search(tmp_path: Path, cli) -> None:
+    """issue 26: it said `valid (1 pruning x 1 quantization settings)` of a search spec."""
+    _spec(tmp_path)  # writes spec.yaml: asha over SPACE
+    out = cli("validate", str(tmp_path / "spec.yaml"))
+    assert out.returncode == 0 and "pruning x" not in out.stdout
+    assert "search asha: random sampler, asha scheduler, 4 trials over 6 dimensions, 1 rung)" in out.stdout
