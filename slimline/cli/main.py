@@ -45,9 +45,10 @@ def validate(ctx: click.Context, spec_path: str) -> None:
 
         s = spec.search
         trials = "every grid point" if s.sampler == "grid" else f"{s.trials} trials"
+        rungs = f"{len(s.rungs)} rung" + ("s" if len(s.rungs) != 1 else "")
         click.echo(
             f"{spec_path}: valid (search {s.label}: {s.sampler} sampler, {s.scheduler} scheduler, "
-            f"{trials} over {len(dimensions(s.space))} dimensions, {len(s.rungs)} rung{'s' * (len(s.rungs) != 1)})"
+            f"{trials} over {len(dimensions(s.space))} dimensions, {rungs})"
         )
         return
     p, q = variant_axes(spec)
