@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import json
 import logging
+import os
 import struct
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -101,6 +102,35 @@ def _gguf_problem(path: str, size: int, mtime_ns: int) -> str | None:
         known = ", ".join(sorted(loadable))
         return f"architecture {arch!r} cannot be loaded (transformers reads GGUF of: {known})"
     return None
+
+
+@functools.lru_cache(maxsize=16)  # every plan of a search asks again: one look per process
+def hub_problem(source: str, timeout: float = 3.0) -> str | None:
+    """Why a Hugging Face Hub id cannot be loaded on this machine, or None: it is in the local
+    cache, or the Hub answers for it. Checked before any cluster starts, so that an offline
+    machine gets one line instead of a load stage retrying the Hub (issue 26)."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return None
+    offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not offline:
+        try:
+            with urllib.request.urlopen(f"{constants.ENDPOINT}/api/models/{source}", timeout=timeout):
+                return None
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 404):
+                return f"model.source {source!r}: no such model on the Hugging Face Hub (or it is private)"
+            return None  # the Hub is there; let the load say what it says
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+    return (
+        f"model.source {source!r}: not on this machine and the Hugging Face Hub cannot be reached; "
+        f"fetch it where the Hub is reachable (huggingface-cli download {source}) and give its folder"
+    )
 
 
 def resolve_source(source: str) -> str:

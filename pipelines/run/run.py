@@ -34,9 +34,13 @@ def preflight(spec: Spec) -> RunData:
 
     A missing model or data file is bad input: TaskError here, exit 2 in the CLI.
     """
-    from slimline.tasks.load import resolve_source
+    from slimline.tasks.load import ModelSourceError, hub_problem, resolve_source
 
-    resolve_source(spec.model.source)
+    source = resolve_source(spec.model.source)
+    if source == spec.model.source and not Path(source).exists():  # a Hub id
+        problem = hub_problem(source)
+        if problem is not None:
+            raise ModelSourceError(problem)
     return prepare_data(spec)
 
 

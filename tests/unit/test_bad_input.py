@@ -88,6 +88,12 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         "sparsity: empty list",
     ),
     ("empty pruning list", lambda t, b: ["validate", _spec(t, b, variants__pruning=[])], "variants.pruning"),
+    # issue 26: a Hub id this machine does not have and cannot fetch: one line before Ray starts
+    (
+        "Hub id offline",
+        lambda t, b: ["run", _spec(t, b, model__source="someorg/not-here-model"), "--registry", "none"],
+        "model.source 'someorg/not-here-model': ",
+    ),
     # issue 26: a percentage for a fraction, and typos, get what was probably meant
     (
         "fidelity as a percentage",
