@@ -18,6 +18,17 @@ def cuda_usable() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# Providers that need an NVIDIA GPU: onnxruntime-gpu lists them whether or not one is there.
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+
+
+def provider_line(available: list[str], cuda: bool) -> str:
+    """The ONNX Runtime providers, those that cannot run here marked (`doctor`)."""
+    return ", ".join(
+        p if cuda or p not in GPU_PROVIDERS else f"{p} (unusable: no CUDA device)" for p in available
+    )
+
+
 def providers_for(device: str) -> list[str]:
     """Execution providers for `device` ("cpu" or "cuda"), always ending with the CPU provider."""
     import onnxruntime as ort

@@ -308,12 +308,13 @@ def doctor(ctx: click.Context, seconds: float, address: str | None) -> None:
 
     from slimline.tasks.base import package_version
     from slimline.tasks.cpu_probe import machine_facts
+    from slimline.tasks.runtime import cuda_usable, provider_line
 
     for pkg in ("torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime", "ray", "mlflow"):
         if (v := package_version(pkg)) is not None:
             click.echo(f"{pkg:<16} {v}")
     click.echo(f"{'python':<16} {sys.version.split()[0]}")
-    click.echo(f"{'providers':<16} {', '.join(ort.get_available_providers())}")
+    click.echo(f"{'providers':<16} {provider_line(ort.get_available_providers(), cuda_usable())}")
     if address is None:
         nodes = {"this machine": machine_facts(seconds)}
     else:

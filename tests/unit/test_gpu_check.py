@@ -23,3 +23,14 @@ def test_without_a_gpu_there_is_nothing_to_check() -> None:
         [sys.executable, str(SCRIPT), "--json"], capture_output=True, text=True, timeout=120
     )
     assert as_json.returncode == 0 and json.loads(as_json.stdout) == {"gpu": False, "checks": {}}
+
+
+def test_doctor_marks_providers_that_cannot_run_here() -> None:
+    """issue 26: doctor listed TensorRT and CUDA beside `cuda usable False`."""
+    from slimline.tasks.runtime import provider_line
+
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    without = provider_line(listed, cuda=False)
+    assert "TensorrtExecutionProvider (unusable: no CUDA device)" in without
+    assert "CUDAExecutionProvider (unusable" in without and without.endswith(", CPUExecutionProvider")
+    assert provider_line(listed, cuda=True) == ", ".join(listed)
