@@ -21,7 +21,7 @@ from typing import Any
 from slimline.pipelines.ports import RegisteredVersion, TrackedRun
 from slimline.pipelines.run.records import DONE, RunStatus, Status, numeric
 from slimline.pipelines.spec.spec import Spec
-from slimline.registry.lineage import TAG, metrics_of, version_tags
+from slimline.registry.lineage import TAG, metrics_of, version_description, version_tags
 from slimline.registry.store import artifact_root, bound, check_reachable, client, mask_secrets, masked
 
 
@@ -276,7 +276,9 @@ class MlflowRegistry:
             if model_id is None:
                 return None
             tags = version_tags(manifest, row)
-            return self._version(name, row["id"], run.children[row["id"]], model_id, tags)
+            version = self._version(name, row["id"], run.children[row["id"]], model_id, tags)
+            self.client.update_model_version(name, version, description=version_description(manifest, row))
+            return version
 
     def alias_holder(self, name: str, alias: str) -> RegisteredVersion | None:
         """The version `alias` points at, with the metrics it was registered with."""
@@ -292,8 +294,13 @@ class MlflowRegistry:
         return RegisteredVersion(name, str(mv.version), mv.tags.get(f"{TAG}variant_id"), metrics_of(mv.tags))
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        """Point `alias` at `version`."""
+        """Point `alias` at `version`; the registered model's description says what it now is."""
         self.client.set_registered_model_alias(name, alias, version)
+        mv = self.client.get_model_version(name, version)
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        label = mv.tags.get(f"{TAG}label", "")
+        said = f"`{alias}` is version {version}, **{label}**, since {since}."
+        self.client.update_registered_model(name, description=f"{said}\n\n{mv.description or ''}")
 
     def fetch(self, name: str, version: str, dest: Path) -> Path:
         """Download the version's logged model (graph, tokenizer, meta.json) into `dest`."""

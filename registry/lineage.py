@@ -81,3 +81,27 @@ def _pipeline(onnx: str | None) -> dict[str, Any] | None:
 def metrics_of(tags: dict[str, str]) -> dict[str, float]:
     """The metrics a version was registered with, read back from its tags."""
     return {k: float(v) for k, v in json.loads(tags.get(METRICS_TAG, "{}")).items()}
+
+
+def version_description(manifest: dict[str, Any], row: dict[str, Any]) -> str:
+    """A registered version's MLflow description, in Markdown: what it is, how it measured against
+    the baseline of its run, and why it was chosen (shown on the version's page in the UI)."""
+    m = row["metrics"]
+    parts = []
+    if isinstance(m.get("speedup_vs_baseline"), int | float):
+        parts.append(f"{m['speedup_vs_baseline']:.2f}x the speed of the fp32 baseline")
+    if isinstance(m.get("fidelity"), int | float):
+        parts.append(f"fidelity {m['fidelity']:.4f}")
+    if isinstance(m.get("size_mb"), int | float):
+        parts.append(f"{m['size_mb']:.1f} MB")
+    selected = manifest.get("selected") or []
+    rank = selected.index(row["id"]) + 1 if row["id"] in selected else None
+    why = (
+        f"pick #{rank} of {len(selected)} under the spec's constraints and objectives"
+        if rank
+        else "registered"
+    )
+    return (
+        f"**{row['label']}** (variant `{row['id']}`): {', '.join(parts) or 'not measured'}.\n\n"
+        f"Chosen as {why}, measured side by side with the baseline in run `{manifest['run_id']}`."
+    )

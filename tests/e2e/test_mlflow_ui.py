@@ -42,3 +42,9 @@ def test_mlflow_ui_shows_the_model_its_versions_and_the_champion(
     expect(row.get_by_text("champion")).to_be_visible(timeout=60_000)
     page.screenshot(path=str(shots / "mlflow-ui-model.png"), full_page=True)
     assert (shots / "mlflow-ui-model.png").stat().st_size > 10_000
+    # issue 26: a version's page says in words what it is and why it was chosen.
+    page.goto(f"{mlflow_server.uri}/#/models/ui-check/versions/1", wait_until="domcontentloaded")
+    expect(page.get_by_text("Version 1").first).to_be_visible(timeout=60_000)
+    page.get_by_text("Description").first.click()  # the UI shows it folded
+    expect(page.get_by_text("Chosen as pick #1").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(shots / "mlflow-ui-version.png"), full_page=True)

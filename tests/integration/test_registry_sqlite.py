@@ -140,6 +140,11 @@ def test_browse_and_pull(finished, store, tmp_path, texts, cli) -> None:
     v1, v2 = (b.show(Ref.parse(f"tiny-bert/{n}")) for n in (1, 2))
     assert row["champion"]["version"] == "1" and row["champion"]["label"] == v1["label"]
     assert row["latest"] == "2" and row["label"] == v2["label"] and v1["label"] != v2["label"]
+    # issue 26: each version says in words what it is; the model says which one is champion.
+    c = MlflowClient(tracking_uri=store, registry_uri=store)
+    described = c.get_model_version("tiny-bert", "1").description
+    assert f"**{v1['label']}**" in described and "fidelity" in described and manifest["run_id"] in described
+    assert c.get_registered_model("tiny-bert").description.startswith("`champion` is version 1, ")
     listed = cli("registry", "ls", "--tracking-uri", store)
     lines = [line for line in listed.stdout.splitlines() if "champion" in line and "tiny-bert" in line]
     assert lines and v1["label"] in lines[0] and v2["label"] not in lines[0]
