@@ -1,6 +1,6 @@
 # The README's two commands. Each creates .venv when missing and installs what it needs.
 # CPU machines get the CPU torch build by pinning it before anything else pulls torch in;
-# for a GPU machine see README.md ("GPU install").
+# for a GPU machine see docs/guide/gpu.md.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
@@ -12,7 +12,7 @@ SOURCES := $(shell find slimline pipelines tasks cluster registry -type f \( -na
 CHROMIUM := /usr/bin/chromium
 POSTGRES := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/15/bin/initdb)
 
-.PHONY: demo test test-fast lint install clean headline gpu-check
+.PHONY: demo test test-fast lint install clean headline gpu-check docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ headline: $(PKG_STAMP)
 	$(PY) benchmarks/headline.py
 
 # The GPU proof (benchmarks/gpu.py): CUDA provider, fp16, Ray num_gpus, GPU distillation, a GPU
-# sweep. With a GPU it first swaps in the CUDA build of torch (README: GPU install); without one
+# sweep. With a GPU it first swaps in the CUDA build of torch (docs/guide/gpu.md); without one
 # it says "no GPU: nothing to check" and exits 0.
 gpu-check: $(PKG_STAMP)
 	@if nvidia-smi -L >/dev/null 2>&1 && ! $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
@@ -73,8 +73,14 @@ $(POSTGRES):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 
-test: $(PKG_STAMP) lint $(CHROMIUM) $(POSTGRES)
+test: $(PKG_STAMP) lint docs $(CHROMIUM) $(POSTGRES)
 	$(VENV)/bin/pytest
+
+# The docs site, offline: the generated reference pages must match the code, and every link must
+# resolve (--strict). The site lands in build/site/ (open build/site/index.html).
+docs: $(PKG_STAMP)
+	$(PY) docs/generate.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
 # The inner loop: the unit tier only (no Ray, no MLflow server, no subprocess sweeps), under 2 minutes.
 test-fast: $(PKG_STAMP)

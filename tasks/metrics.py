@@ -1,4 +1,4 @@
-"""Quality metrics of a variant's outputs against the baseline's (README: Metrics).
+"""Quality metrics of a variant's outputs against the baseline's (docs/guide/metrics.md).
 
 Every function takes task-reduced `Outputs` of the same eval texts in the same order, so rows
 and token positions line up between the baseline and a variant.

@@ -1,4 +1,5 @@
-"""The spec contract, version 1 (README: "The spec"), validated with pydantic; unknown keys are refused."""
+"""The spec contract, version 1 (docs/reference/spec.md is generated from it), validated with
+pydantic; unknown keys are refused."""
 
 from __future__ import annotations
 

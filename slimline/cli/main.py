@@ -329,7 +329,7 @@ def doctor(ctx: click.Context, seconds: float, address: str | None) -> None:
 
 
 @main.command()
-@click.option("--markdown", is_flag=True, help="Print the table as Markdown (the README's technique table).")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (the docs' technique tables).")
 def techniques(markdown: bool) -> None:
     """The technique catalog: every pruning, distillation and quantization method and its settings."""
     from slimline.tasks.catalog import techniques as catalog
