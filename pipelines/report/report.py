@@ -31,8 +31,10 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
     """Header plus one row per variant: label, status, metrics and the selection note."""
     selected = manifest["selected"]
     columns = [c for c in COLUMNS if any(c[0] in v["metrics"] for v in manifest["variants"])]
-    rows = [["#", "variant", "status", *(c[1] for c in columns), "note"]]
+    rows = [["#", "id", "variant", "version", "status", *(c[1] for c in columns), "note"]]
     base = manifest["baseline"].get("variant")
+    # The registry version each registered variant became (notes name ids: the column finds them).
+    versions = {r.get("variant"): str(r["version"]) for r in manifest.get("registered") or []}
     for n, v in enumerate(manifest["variants"], 1):  # n: the point's number in the plot
         if v["id"] in selected:
             note = f"selected #{selected.index(v['id']) + 1}"
@@ -47,7 +49,9 @@ def table_rows(manifest: dict[str, Any]) -> list[list[str]]:
         if v["id"] in manifest.get("ties", {}):
             note += f"; {manifest['ties'][v['id']]}"
         metrics = v["metrics"]
-        rows.append([str(n), v["label"], v["status"], *(_cell(metrics, k, d) for k, _, d in columns), note])
+        cells = (_cell(metrics, k, d) for k, _, d in columns)
+        version = versions.get(v["id"], "-")
+        rows.append([str(n), v["id"], v["label"], version, v["status"], *cells, note])
     return rows
 
 
@@ -62,11 +66,45 @@ def verdict_lines(manifest: dict[str, Any]) -> list[str]:
             f"champion: version {champ['version']} ({champ.get('variant')}), measured in this run: "
             + (measured or f"not measured ({champ.get('error')})")
         )
-    gate = manifest.get("gate")
-    if gate:
-        lines.append(f"{gate['alias']}: {'moved' if gate['moved'] else 'stays'}: {gate['reason']}")
+    decision = decision_line(manifest)
     deployed = deployed_line(manifest)
-    return lines + ([deployed] if deployed else [])
+    return lines + [x for x in (decision, deployed) if x]
+
+
+def _version_named(manifest: dict[str, Any], version: str | None) -> str:
+    """`version 3 (its label)`: a version registered by this run is named by what it is."""
+    rows = {v["id"]: v for v in manifest["variants"]}
+    reg = {str(r["version"]): r for r in manifest.get("registered") or []}
+    label = rows.get(reg[str(version)].get("variant"), {}).get("label") if str(version) in reg else None
+    return f"version {version}" + (f" ({label})" if label else "")
+
+
+def decision_line(manifest: dict[str, Any]) -> str | None:
+    """The champion gate's decision in words: which version holds the alias now, and why."""
+    gate = manifest.get("gate")
+    if not gate:
+        return None
+    alias, reason = gate["alias"], gate["reason"]
+    if gate["moved"]:
+        was = f"replaces version {gate['previous']}" if gate.get("previous") else f"is the first {alias}"
+        return f"{alias}: {_version_named(manifest, gate.get('candidate'))} {was} ({reason})"
+    if gate.get("previous"):
+        return f"{alias}: version {gate['previous']} stays: {reason}"
+    return f"{alias}: not moved: {reason}"
+
+
+def title(manifest: dict[str, Any]) -> str:
+    """The report's title: the spec's name and the run's outcome in words."""
+    name = str(manifest["run_id"]).rsplit("-", 2)[0]
+    gate = manifest.get("gate") or {}
+    rows = {v["id"]: v for v in manifest["variants"]}
+    if gate.get("moved"):
+        outcome = f"{_version_named(manifest, gate.get('candidate'))} is the new {gate['alias']}"
+    elif manifest["selected"]:
+        outcome = f"picked {rows[manifest['selected'][0]]['label']}"
+    else:
+        outcome = "nothing selected" if manifest["status"] != "failed" else "failed"
+    return f"{name}: {outcome}"
 
 
 def deployed_line(manifest: dict[str, Any]) -> str | None:
@@ -116,10 +154,10 @@ def markdown(manifest: dict[str, Any]) -> str:
     rows = table_rows(manifest)
     outcome = outcome_line(manifest.get("peers"))
     lines = [
-        f"# {manifest['run_id']}",
+        f"# {title(manifest)}",
         "",
         *([f"**{outcome}**", ""] if outcome else []),
-        f"- status: **{manifest['status']}**",
+        f"- run `{manifest['run_id']}`: status **{manifest['status']}**",
         f"- spec hash: `{manifest['spec_hash']}`",
         f"- started {manifest['started']}, finished {manifest['finished']}",
         f"- {environment_line(manifest)}",
@@ -150,15 +188,15 @@ def html_report(manifest: dict[str, Any], plots: list[tuple[str, bytes | None]])
         + "</tr>"
         for vid, r in zip(ids, rows[1:], strict=True)
     )
-    title = html.escape(manifest["run_id"])
+    heading = html.escape(title(manifest))
     outcome = outcome_line(manifest.get("peers"))
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
+<html><head><meta charset="utf-8"><title>{heading}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}}tr.sel{{background:#fde2e2}}</style></head>
-<body><h1>{title}</h1>
+<body><h1>{heading}</h1>
 {f'<p class="outcome"><b>{html.escape(outcome)}</b></p>' if outcome else ""}
-<p>status <b>{html.escape(manifest["status"])}</b>;
+<p>run <code>{html.escape(manifest["run_id"])}</code>: status <b>{html.escape(manifest["status"])}</b>;
 spec hash <code>{html.escape(manifest["spec_hash"])}</code>;
 selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
 <div class="verdict">{"".join(f"<p>{html.escape(line)}</p>" for line in verdict_lines(manifest))}</div>

@@ -259,8 +259,13 @@ def run(
                 champ = champion.measure(registry, spec, plan, records, ctx, executor, obs, root)
             except KeyboardInterrupt as exc:  # Ctrl-C while the champion is evaluated
                 raise Interrupted(records) from exc
-        extra = {champion.KEY: champ.graph} if champ and champ.graph and not champ.error else {}
+        # A champion that is one of this run's graphs is timed once, as that variant.
+        own = champion.own_variant(champ, plan, records)
+        timed_apart = champ is not None and champ.graph is not None and not champ.error and own is None
+        extra = {champion.KEY: champ.graph} if timed_apart and champ is not None and champ.graph else {}
         latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing", extra)
+        if own is not None and own in latency:
+            latency[champion.KEY] = latency[own]
     except Interrupted as exc:
         interrupted = exc
         records = records or exc.records
