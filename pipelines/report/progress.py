@@ -91,7 +91,7 @@ class SweepProgress:
     def note(self, line: str) -> None:
         """One line of what the run does between stages."""
         elapsed = time.monotonic() - self._start
-        self.console.print(f"[{elapsed:6.1f}s] {line}", highlight=False, markup=False)
+        self.console.print(f"[{elapsed:6.1f}s] {line}", highlight=False, markup=False, soft_wrap=True)
 
     def trial(self, entry: dict[str, Any]) -> None:
         """A search trial reported a rung: one line, the trials by rung, the best so far."""
@@ -108,6 +108,7 @@ class SweepProgress:
             f"score {last['score']:.4g} ({quality}) {verdict}"[:220],
             highlight=False,
             markup=False,
+            soft_wrap=True,  # one line per event in a log, however narrow the console thinks it is
         )
         self._refresh()
 
@@ -130,6 +131,7 @@ class SweepProgress:
             f"[{elapsed:6.1f}s] {status:<9} {stage.kind:<9} {stage.label}{detail}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
     def _served(self, stage: Stage) -> list[str]:

@@ -215,6 +215,8 @@ def _sweep(
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         _warn_int8(spec)
         with CtrlC() as ctrl_c, InterruptibleProgress(ctrl_c, title=spec.name) as progress:
+            for line in _start_lines(reg, executor, address):  # never silent while Ray starts
+                progress.note(line)
             try:
                 return sweep(
                     spec,
@@ -240,6 +242,21 @@ def _sweep(
         err=True,
     )
     sys.exit(130)
+
+
+def _start_lines(reg: Registry, executor: str, address: str | None) -> list[str]:
+    """Where results go (a SQLite store by its absolute path, and whether this run creates it),
+    and what starts now: the seconds before the first stage event are never silent."""
+    from slimline.registry.store import sqlite_path
+
+    lines = []
+    db = sqlite_path(str(getattr(reg, "uri", "")))
+    if db is not None:
+        lines.append(f"registry: {db}" + ("" if db.exists() else " (a new store: this run creates it)"))
+    if executor == "ray":
+        where = f"connecting to {address}" if address else "an embedded cluster on this machine"
+        lines.append(f"starting Ray: {where}")
+    return lines
 
 
 def _publish(
