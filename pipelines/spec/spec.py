@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import itertools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -356,9 +357,17 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _field_error(exc: ValidationError, where: str) -> SpecError:
+def did_you_mean(name: object, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `options`, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _field_error(exc: ValidationError, where: str, fields: Iterable[str] = ()) -> SpecError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":  # a typo of a setting: say which one was meant
+        return SpecError(f"{where}.{loc}: unknown key{did_you_mean(err['loc'][-1], fields)}")
     return SpecError(f"{where}.{loc}: {err['msg']} (got {_short(err.get('input'))})")
 
 
@@ -387,7 +396,7 @@ def expand(entry: Entry, stage: str, where: str) -> list[TechniqueConfig | None]
         try:
             out.append(cls.model_validate(dict(zip(keys, combo, strict=True))))
         except ValidationError as exc:
-            raise _field_error(exc, where) from None
+            raise _field_error(exc, where, cls.model_fields) from None
     return out
 
 
@@ -423,12 +432,49 @@ def variant_axes(
     return pruning, quant
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the spec's schema allows in the mapping at `loc` (none when it cannot tell)."""
+    schema = Spec.model_json_schema()
+    defs = schema.get("$defs", {})
+    node: dict[str, Any] = schema
+    for part in loc:
+        prop = node.get("properties", {}).get(str(part))
+        if prop is None:
+            return []
+        refs = [prop, *prop.get("anyOf", [])]
+        target = next((r["$ref"] for r in refs if "$ref" in r), None)
+        if target is None:
+            return []
+        node = defs[target.rsplit("/", 1)[1]]
+    return list(node.get("properties", {}))
+
+
+def _elsewhere(key: str) -> str:
+    """` (did you mean 'a.b'?)` when a nested key of the spec is close to `key`."""
+    paths: list[str] = []
+
+    def walk(prefix: tuple[str, ...]) -> None:
+        for k in _keys_at(prefix):
+            paths.append(".".join((*prefix, k)))
+            if len(prefix) < 2:
+                walk((*prefix, k))
+
+    walk(())
+    by_leaf = {p.rsplit(".", 1)[-1]: p for p in reversed(paths)}
+    close = difflib.get_close_matches(key, list(by_leaf), n=1)
+    return f" (did you mean {by_leaf[close[0]]!r}?)" if close else ""
+
+
 def format_validation(exc: ValidationError, file: str) -> str:
     err = exc.errors()[0]
     skip = ("function-", "tagged-union", "source:")
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(skip))
     msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
     got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+    if err["type"] == "extra_forbidden":  # a typo of a key: the closest key of that mapping,
+        key = err["loc"][-1]  # or a key of another place (`quantization` is under `variants`)
+        hint = did_you_mean(key, _keys_at(err["loc"][:-1])) or _elsewhere(str(key))
+        msg, got = "unknown key" + hint, ""
     extra = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
     return f"{file}: {loc or '<root>'}: {msg}{got}{extra}"
 

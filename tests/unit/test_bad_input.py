@@ -106,6 +106,19 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         "unknown metric 'fidelty'; did you mean 'fidelity'?",
     ),
     (
+        "misspelt setting",
+        lambda t, b: [
+            "validate",
+            _spec(t, b, variants__quantization=[{"method": "dynamic-int8", "per_chanel": True}]),
+        ],
+        "per_chanel: unknown key (did you mean 'per_channel'?)",
+    ),
+    (
+        "key at the wrong level",
+        lambda t, b: ["validate", _spec(t, b, quantisation=["none"])],
+        "quantisation: unknown key (did you mean 'variants.quantization'?)",
+    ),
+    (
         "misspelt technique",
         lambda t, b: ["validate", _spec(t, b, variants__quantization=[{"method": "dynamik-int8"}])],
         "did you mean 'dynamic-int8'?",
