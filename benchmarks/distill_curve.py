@@ -59,7 +59,7 @@ def curve(name: str, args: argparse.Namespace, teacher: torch.nn.Module, tok: An
     corpus = builtin_corpus()
     held, calib = corpus[HELD_OUT], corpus[CALIBRATION]
     reference = embed(teacher, tok, held)
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(teacher).requires_grad_(True)  # distill() freezes the teacher in place
     cut = RECIPES[name]
     names = input_names(student, tok)
     batches = list(inputs.batches(tok, calib, 16, SEQ, names, kind="pt"))
