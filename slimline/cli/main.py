@@ -215,7 +215,9 @@ def _sweep(
         preflight(spec)  # bad model or data: exit 2 before a cluster is started
         _warn_int8(spec)
         with CtrlC() as ctrl_c, InterruptibleProgress(ctrl_c, title=spec.name) as progress:
-            for line in _start_lines(reg, executor, address):  # never silent while Ray starts
+            # Never silent while Ray starts, for a person at a terminal; a log (or a script that
+            # reads an exit-2 line found once Ray is up) gets only stage events and errors.
+            for line in _start_lines(reg, executor, address) if progress.console.is_terminal else []:
                 progress.note(line)
             try:
                 return sweep(

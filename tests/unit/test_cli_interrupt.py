@@ -32,3 +32,19 @@ def test_a_swallowed_ctrl_c_stops_the_run_at_the_next_stage_event() -> None:
             progress.finished(STAGE, {"status": "succeeded"})
         progress.finished(STAGE, {"status": "succeeded"})  # raised once, not at every event after
     assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
+
+
+def test_a_terminal_is_told_where_results_go_and_that_ray_starts(tmp_path) -> None:
+    """issue 26: 13-23 s of nothing while Ray started, and no word of which store a run used."""
+    from types import SimpleNamespace
+
+    from slimline.cli.main import _start_lines
+
+    db = tmp_path / "new.db"
+    lines = _start_lines(SimpleNamespace(uri=f"sqlite:///{db}"), "ray", None)
+    assert lines == [
+        f"registry: {db} (a new store: this run creates it)",
+        "starting Ray: an embedded cluster on this machine",
+    ]
+    db.write_bytes(b"")
+    assert _start_lines(SimpleNamespace(uri=f"sqlite:///{db}"), "local", None) == [f"registry: {db}"]
