@@ -114,8 +114,12 @@ def hub_problem(source: str, timeout: float = 3.0) -> str | None:
 
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(source, "config.json"), str):
-        return None
+    try:
+        if isinstance(try_to_load_from_cache(source, "config.json"), str):
+            return None
+    except ValueError as exc:  # huggingface_hub's id validation: `a/b/c`, `--x`, ...
+        why = " ".join(str(exc).split())[:160]
+        return f"model.source {source!r}: not a local folder, a .gguf file or a Hugging Face id ({why})"
     offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if not offline:
         try:

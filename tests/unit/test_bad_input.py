@@ -94,6 +94,11 @@ BAD_INPUTS: list[tuple[str, Setup, str]] = [
         lambda t, b: ["run", _spec(t, b, model__source="someorg/not-here-model"), "--registry", "none"],
         "model.source 'someorg/not-here-model': ",
     ),
+    (
+        "neither a folder nor a Hub id",
+        lambda t, b: ["run", _spec(t, b, model__source="a/b/c"), "--registry", "none"],
+        "model.source 'a/b/c': not a local folder, a .gguf file or a Hugging Face id",
+    ),
     # issue 26: a percentage for a fraction, and typos, get what was probably meant
     (
         "fidelity as a percentage",
