@@ -85,29 +85,41 @@ class Lease:
             self._fd = None
 
 
-_active: dict[Path, Lease] = {}  # this process's lease per stage root, while a scope holds it
+# This process's lease per stage root while a `holding` block is open: None until the first claim,
+# so a run refused by its checks (bad input: exit 2) leaves nothing on disk.
+_active: dict[Path, Lease | None] = {}
 
 
 @contextlib.contextmanager
-def holding(stages: Path) -> Iterator[Lease]:
-    """This process's lease on `stages` for the block (the outermost block creates and releases it)."""
+def holding(stages: Path) -> Iterator[None]:
+    """Hold this process's lease on `stages` for the block: the outermost block releases it."""
     key = Path(stages).resolve()
     if key in _active:
-        yield _active[key]
+        yield
         return
-    lease = _active[key] = Lease(key)
+    _active[key] = None
     try:
-        yield lease
+        yield
     finally:
-        del _active[key]
-        lease.release()
+        lease = _active.pop(key)
+        if lease is not None:
+            lease.release()
 
 
 def claim(stages: Path, ids: Iterable[str]) -> None:
     """Add `ids` to this process's lease on `stages`, when a `holding` block is open for it."""
-    lease = _active.get(Path(stages).resolve())
-    if lease is not None:
-        lease.add(ids)
+    key = Path(stages).resolve()
+    if key not in _active:
+        return
+    lease = _active[key]
+    if lease is None:
+        lease = _active[key] = Lease(key)
+    lease.add(ids)
+
+
+def held(stages: Path) -> Lease | None:
+    """This process's lease on `stages`, once a claim made it (for tests and messages)."""
+    return _active.get(Path(stages).resolve())
 
 
 def scoped(fn: F) -> F:

@@ -56,10 +56,12 @@ def test_scopes_nest_and_claims_outside_a_scope_are_ignored(tmp_path: Path) -> N
     stages = tmp_path / "stages"
     leases.claim(stages, ["x"])  # no scope open: nothing to add to, nothing written
     assert not (stages / ".leases").exists()
-    with leases.holding(stages) as outer:
-        with leases.holding(stages) as inner:
+    with leases.holding(stages):
+        assert not (stages / ".leases").exists()  # nothing on disk before a plan claims stages
+        with leases.holding(stages):
             leases.claim(stages, ["a"])
-        assert inner is outer and outer.data.is_file()  # the inner block did not release it
+        lease = leases.held(stages)
+        assert lease is not None and lease.data.is_file()  # the inner block did not release it
         leases.claim(stages, ["b"])
-        assert outer.ids == {"a", "b"}
-    assert not outer.data.exists()
+        assert lease.ids == {"a", "b"}
+    assert not lease.data.exists() and leases.held(stages) is None
