@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class FatalInputError(Exception):
     """Bad input: one clear line naming the file, the field path and what was expected; exit 2."""
@@ -11,3 +14,9 @@ class FatalInputError(Exception):
 
 class SpecError(FatalInputError):
     """The spec file is invalid."""
+
+
+def did_you_mean(name: object, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `options`, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

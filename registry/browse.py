@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimline.pipelines.errors import FatalInputError
+from slimline.pipelines.errors import FatalInputError, did_you_mean
 from slimline.pipelines.metrics import key_metrics
 from slimline.registry.lineage import TAG, metrics_of
 from slimline.registry.store import alias_problem, bound, client, sqlite_path
@@ -70,8 +70,10 @@ class Browser:
         try:
             return self.client.get_registered_model(name)
         except MlflowException:
-            known = ", ".join(m.name for m in self.client.search_registered_models(max_results=50)) or "none"
-            raise UnknownModel(f"no registered model {name!r} in {self.uri} (known: {known})") from None
+            names = [m.name for m in self.client.search_registered_models(max_results=1000)]
+            hint = did_you_mean(name, names)
+            known = ", ".join(names[:50]) or "none"
+            raise UnknownModel(f"no registered model {name!r} in {self.uri}{hint} (known: {known})") from None
 
     def version(self, ref: Ref) -> Any:
         """The model version a reference names (the latest version for a bare NAME)."""
@@ -81,7 +83,9 @@ class Browser:
         if ref.alias:
             if ref.alias not in model.aliases:
                 have = ", ".join(f"{a}->v{v}" for a, v in model.aliases.items()) or "none"
-                raise UnknownModel(f"{ref}: model {ref.name!r} has no alias {ref.alias!r} (aliases: {have})")
+                hint = did_you_mean(ref.alias, model.aliases)
+                missing = f"{ref}: model {ref.name!r} has no alias {ref.alias!r}{hint}"
+                raise UnknownModel(f"{missing} (aliases: {have})")
             return self.client.get_model_version_by_alias(ref.name, ref.alias)
         if ref.version:
             try:

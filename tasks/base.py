@@ -151,16 +151,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically and durably: a uniquely named temp file, fsync, then rename
-    over. A reader sees the old file or the new one, never a cut one; an OSError (a full or
-    read-only disk) names `path` and leaves the old file as it was."""
+def write_text(path: Path, text: str | bytes) -> None:
+    """Write a text (or, given bytes, a binary) file atomically and durably: a uniquely named temp
+    file, fsync, then rename over. A reader sees the old file or the new one, never a cut one; an
+    OSError (a full or read-only disk) names `path` and leaves the old file as it was."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -51,8 +51,11 @@ def _speedup_err(m: dict[str, Any], base_ms: float | None) -> tuple[float, float
     return max(s - base_ms / ci[1], 0.0), max(base_ms / ci[0] - s, 0.0)
 
 
-def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[str, Bound]) -> bytes:
-    """Speedup (or the first objective) against fidelity, every finished variant numbered as in the table."""
+def main_png(
+    manifest: dict[str, Any], objectives: list[str], constraints: dict[str, Bound], heading: str = ""
+) -> bytes:
+    """Speedup (or the first objective) against fidelity, every finished variant numbered as in the
+    table; `heading` (the report's title and verdict) makes it a picture that stands on its own."""
     y_key = _y_key(objectives)
     selected, base = manifest["selected"], manifest["baseline"].get("variant")
     base_ms = manifest["baseline"].get("latency_p50_ms")
@@ -91,6 +94,8 @@ def main_png(manifest: dict[str, Any], objectives: list[str], constraints: dict[
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    if heading:
+        fig.suptitle(heading, fontsize=9, fontweight="bold")
     return _png(fig)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -36,17 +37,21 @@ class SweepProgress:
         self._counts = {"done": 0, "total": 0}
         self._rungs: dict[str, int] = {}  # search trial -> the highest rung it reported
         self._best: tuple[float, str] | None = None  # a search's best feasible score, and its label
+        self._doing: Spinner | None = None  # what happens before the first stage event
 
     def __enter__(self) -> SweepProgress:
         if not self.console.is_terminal:
             return self
-        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        # Rendered afresh at each refresh: the clock and the spinner move while nothing else does.
+        self._live = Live(
+            console=self.console, get_renderable=self._render, refresh_per_second=4, transient=False
+        )
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
             self._live.__exit__(None, None, None)
             self._live = None
 
@@ -63,14 +68,21 @@ class SweepProgress:
         self._counts["total"] = len(plan.stages)
         self._refresh()
 
+    def doing(self, what: str) -> None:
+        """Say what the run waits on (Ray starting): a spinner on a terminal until the first stage."""
+        self._doing = Spinner("dots", Text(what, style="cyan"))  # one object: it turns with time
+        self._refresh()
+
     def started(self, stage: Stage) -> None:
         """Mark the variants this stage serves as running it."""
+        self._doing = None
         for vid in self._served(stage):
             self._state[vid] = ("running", stage.kind)
         self._refresh()
 
     def finished(self, stage: Stage, record: Record) -> None:
         """Mark the variants this stage serves with its outcome."""
+        self._doing = None
         status = record.get("status", Status.SUCCEEDED)
         if stage.kind != "latency":
             self._counts["done"] += 1
@@ -143,7 +155,7 @@ class SweepProgress:
 
     def _refresh(self) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
 
     def _render(self) -> Any:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
@@ -158,4 +170,6 @@ class SweepProgress:
             + (self._search_line() if self._rungs else ""),
             style="bold",
         )
-        return Group(head, table)
+        if self._doing is None:
+            return Group(head, table)
+        return Group(head, self._doing, table)

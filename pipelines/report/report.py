@@ -208,15 +208,19 @@ selected: {html.escape(", ".join(manifest["selected"]) or "none")}</p>
 
 
 def write_reports(manifest: dict[str, Any], run_dir: Path, select: SelectSpec) -> tuple[Path, Path]:
-    """Write report.md and report.html into `run_dir`; returns their paths."""
+    """Write report.md, report.html and report.png (the decision in one picture: titled, the main
+    plot) into `run_dir`; returns the paths of the first two."""
     from slimline.pipelines.report.plots import main_png, technique_png
     from slimline.pipelines.report.search import search_png
 
     run_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     write_text(md_path, markdown(manifest))
+    heading = "\n".join(line for line in (title(manifest), outcome_line(manifest.get("peers"))) if line)
+    main = main_png(manifest, select.objectives, select.constraints, heading)
+    write_text(run_dir / "report.png", main)
     plots = [
-        ("speedup against fidelity", main_png(manifest, select.objectives, select.constraints)),
+        ("speedup against fidelity", main),
         ("each technique on its own", technique_png(manifest)),
         ("search: score against wall time", search_png(manifest)),
     ]

@@ -16,19 +16,20 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
-from slimline.pipelines.errors import SpecError
+from slimline.pipelines.errors import SpecError, did_you_mean
 from slimline.pipelines.metrics import METRICS
 from slimline.pipelines.schedule.schedule import check_cron
 from slimline.pipelines.spec.base import StrictModel
 from slimline.pipelines.spec.reader import read_yaml
 from slimline.pipelines.spec.search import SearchSpec
 from slimline.pipelines.spec.serve import ServeConfig
-from slimline.tasks.base import Task, TechniqueConfig
+from slimline.tasks.base import TASKS, Task, TechniqueConfig
 from slimline.tasks.catalog import UnknownTechnique, config_class
 from slimline.tasks.evaluate import LatencyConfig
 from slimline.tasks.export import ExportConfig
@@ -205,12 +206,15 @@ class SelectSpec(StrictModel):
 
     @field_validator("constraints", "objectives")
     @classmethod
-    def _known_metrics(cls, value: Any) -> Any:
+    def _known_metrics(cls, value: Any, info: ValidationInfo) -> Any:
+        # parse_spec passes the model's task: the list then names only the metrics it reports.
+        task = (info.context or {}).get("task")
+        known = [n for n, m in METRICS.items() if task is None or task in m.tasks]
         for name in value:
             if name not in METRICS:
-                close = difflib.get_close_matches(name, list(METRICS), n=1)
+                close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(f"unknown metric {name!r}; {hint}expected one of {', '.join(METRICS)}")
+                raise ValueError(f"unknown metric {name!r}; {hint}expected one of {', '.join(known)}")
         return value
 
     @field_validator("constraints")
@@ -357,12 +361,6 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def did_you_mean(name: object, options: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest of `options`, or "" when none is close."""
-    close = difflib.get_close_matches(str(name), list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _field_error(exc: ValidationError, where: str, fields: Iterable[str] = ()) -> SpecError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
@@ -496,8 +494,11 @@ def parse_spec(data: Any, where: str = "<spec>") -> Spec:
     path = where
     if not isinstance(data, dict):
         raise SpecError(f"{path}: <root>: expected a mapping of spec keys, got {type(data).__name__}")
+    model = data.get("model")
+    task = model.get("task", ModelSpec.model_fields["task"].default) if isinstance(model, dict) else None
+    context = {"task": task} if task in TASKS else {}
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.model_validate(data, context=context)
     except ValidationError as exc:
         raise SpecError(format_validation(exc, str(path))) from None
     try:
@@ -514,8 +515,18 @@ _BUILTIN_TASK = {"movie-polarity": "text-classification", "lee-similarity": "fea
 
 
 def check_data(spec: Spec) -> None:
-    """Labels and rated pairs only mean something to one task each: refuse them for another."""
+    """Labels and rated pairs only mean something to one task each: refuse them for another; and
+    a metric the model's task never reports would leave every variant unselectable."""
     task = spec.model.task
+    for field in ("constraints", "objectives"):
+        for name in getattr(spec.select, field):
+            if task not in METRICS[name].tasks:
+                known = ", ".join(n for n, m in METRICS.items() if task in m.tasks)
+                only = ", ".join(t for t in TASKS if t in METRICS[name].tasks)
+                raise SpecError(
+                    f"select.{field}: {name} is reported by {only} models only; model.task is {task}; "
+                    f"expected one of {known}"
+                )
     src = spec.data.eval
     for key, wants in _LABELLED.items():
         if getattr(src, key, None) and task != wants:

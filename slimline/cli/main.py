@@ -167,7 +167,7 @@ def run(
     tick_id: str | None,
     as_json: bool,
 ) -> None:
-    """Run the sweep in SPEC; writes manifest.json, report.md and report.html under <artifacts>/<run_id>/."""
+    """Run the sweep in SPEC; writes manifest.json and report.md/.html/.png under <artifacts>/<run_id>/."""
     from slimline.pipelines.run.records import RunStatus
 
     spec = spec_or_exit(ctx, spec_path)
@@ -190,7 +190,8 @@ def run(
         click.echo(json.dumps(manifest, indent=2, default=str))
     else:
         _print_table(manifest)
-        click.echo(f"report: {run_dir / 'report.html'}\nmanifest: {run_dir / 'manifest.json'}")
+        click.echo(f"report: {run_dir / 'report.html'} (in one picture: report.png)")
+        click.echo(f"manifest: {run_dir / 'manifest.json'}")
         echo_registered(manifest)
     sys.exit(code)
 
@@ -218,7 +219,10 @@ def _sweep(
             # Never silent while Ray starts, for a person at a terminal; a log (or a script that
             # reads an exit-2 line found once Ray is up) gets only stage events and errors.
             for line in _start_lines(reg, executor, address) if progress.console.is_terminal else []:
-                progress.note(line)
+                if line.startswith("starting Ray"):  # 10-25 s before the first stage: a spinner
+                    progress.doing(line)
+                else:
+                    progress.note(line)
             try:
                 return sweep(
                     spec,

@@ -253,21 +253,49 @@ def echo_registered(manifest: dict[str, Any]) -> None:
         click.echo(line)
 
 
+# MLflow's own notice of its default host check: true of every local UI, so not worth a line.
+_UI_NOTICE = "[MLflow] Security middleware enabled with default settings"
+
+
 @click.command()
 @click.option("--tracking-uri", default=None, help=URI_HELP)
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-def ui(tracking_uri: str | None, port: int) -> None:
+@click.pass_context
+def ui(ctx: click.Context, tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the configured store."""
-    from slimline.registry.store import artifact_root, resolve_uri
+    import subprocess
+
+    from slimline.registry.store import artifact_root, resolve_uri, sqlite_path
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         click.echo(f"{uri} is a tracking server: open it in a browser")
         return
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():  # browsing never creates a store where none was
+        hint = "run from the project folder or pass --tracking-uri"
+        fail(ctx, FatalInputError(f"no MLflow store at {db}; {hint}"))
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--registry-store-uri", uri, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1"]  # one browsing user: one worker, a quarter the memory
     root = artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
     click.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl-C to stop)", err=True)
-    os.execv(cmd[0], cmd)
+    if ctx.obj and ctx.obj.get("debug"):  # everything MLflow, uvicorn and Starlette say
+        os.execv(cmd[0], cmd)
+    # Quiet by default: MLflow's and uvicorn's INFO lines and Starlette's deprecation warnings say
+    # nothing a user can act on; warnings and errors still come through.
+    cmd += ["--uvicorn-opts", "--log-level warning"]
+    env = os.environ | {"MLFLOW_LOGGING_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore"}
+    with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace") as proc:
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                if not line.startswith(_UI_NOTICE):
+                    sys.stderr.write(line)
+        except KeyboardInterrupt:  # a terminal's Ctrl-C reached the UI too; a kill -INT did not
+            proc.terminate()
+            proc.wait()
+            sys.exit(130)
+    sys.exit(proc.returncode if proc.returncode >= 0 else 128 - proc.returncode)  # killed: 128+signal

@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,27 @@ def test_run_prints_table_and_reports_then_resumes_cached(spec_file, slimline) -
     assert [x.split()[3] for x in recomputed if "champion v1" not in x] == ["latency"], recomputed
     # Six timings a graph tell no graph apart: every speed is a tie, fidelity picks the same best.
     assert m["champion"]["version"] == "1" and "already champion" in m["gate"]["reason"]
+    # issue 26: `slimline ui` on that store is quiet too: its own line, then nothing from MLflow,
+    # uvicorn or Starlette while it serves, and nothing when Ctrl-C stops it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).with_name("slimline"))
+    ui = subprocess.Popen([exe, "ui", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+            break
+        except OSError:
+            assert ui.poll() is None, ui.communicate()[1]
+            assert time.monotonic() < deadline, "the UI did not answer in 120 s"
+            time.sleep(0.5)
+    os.killpg(ui.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
+    _, err = ui.communicate(timeout=60)
+    store = os.environ["MLFLOW_TRACKING_URI"]
+    assert err.splitlines() == [f"MLflow UI for {store} on http://127.0.0.1:{port} (Ctrl-C to stop)"]
 
 
 def test_gpus_on_a_cluster_without_gpus_is_exit_two(spec_file, slimline) -> None:

@@ -161,6 +161,11 @@ def test_browse_and_pull(finished, store, tmp_path, texts, cli) -> None:
         b.show(Ref.parse("tiny-bert@gold"))
     with pytest.raises(UnknownModel, match="no registered model 'nope'"):
         b.show(Ref.parse("nope"))
+    # issue 26: a misspelt alias or model name gets what was probably meant
+    with pytest.raises(UnknownModel, match=r"no alias 'champoin' \(did you mean 'champion'\?\)"):
+        b.show(Ref.parse("tiny-bert@champoin"))
+    with pytest.raises(UnknownModel, match=r"\(did you mean 'tiny-bert'\?\) \(known: tiny-bert\)"):
+        b.show(Ref.parse("tiny-bret@champion"))
     with pytest.raises(UnknownModel, match="no version 9"):
         b.show(Ref.parse("tiny-bert/9"))
     # A folder that already holds a model is refused; --force replaces it with this version's files.

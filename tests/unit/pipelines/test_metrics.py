@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from slimline.pipelines.errors import SpecError
 from slimline.pipelines.metrics import METRICS, columns, key_metrics, maximised, metrics_markdown, timed
 from slimline.pipelines.report.report import COLUMNS
 from slimline.pipelines.run.noise import TIMED
 from slimline.pipelines.run.select import MAXIMISE
-from slimline.pipelines.spec.spec import SelectSpec
+from slimline.pipelines.spec.spec import SelectSpec, parse_spec
 from slimline.registry.browse import KEY_METRICS
 from slimline.tasks.base import TASKS
 
@@ -51,3 +52,14 @@ def test_spec_accepts_every_metric_and_names_them_for_an_unknown_one() -> None:
         ValidationError, match=r"unknown metric 'latency'; (did you mean .*)?expected one of fidelity, "
     ):
         SelectSpec.model_validate({"objectives": ["latency"]})
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_an_unknown_metric_lists_only_what_the_models_task_reports(task: str) -> None:
+    """Issue 26: an encoder's spec is not told about perplexity."""
+    data = {"version": 1, "name": "t", "model": {"source": "./m", "task": task}}
+    with pytest.raises(SpecError) as err:
+        parse_spec(data | {"select": {"objectives": ["latency_p50"]}})
+    listed = str(err.value).split("expected one of ")[1].split(" (got")[0].split(", ")
+    assert listed == [n for n, m in METRICS.items() if task in m.tasks]
+    assert "did you mean 'latency_p50_ms'?" in str(err.value)

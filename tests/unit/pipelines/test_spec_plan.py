@@ -86,6 +86,10 @@ BAD = [
         "data.eval.builtin: lee-similarity is rated for feature-extraction; model.task is causal-lm",
     ),
     (_with("select.objectives", ["kl_divergence", "sts_spearmann"]), "unknown metric 'sts_spearmann'"),
+    (  # issue 26: a metric the model's task never reports is named, with the task's own list
+        _with("select.objectives", ["kl_divergence"]),
+        "select.objectives: kl_divergence is reported by causal-lm models only; model.task is feature-ext",
+    ),
     ("version: 1\nname: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
 ]
