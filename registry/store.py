@@ -184,6 +184,11 @@ def bound(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
+def _tables(con: Any) -> set[str]:
+    """The table names of an open sqlite3 connection."""
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _schema(db: Path) -> tuple[set[str], str | None]:
     """(the tables of a SQLite file, its MLflow schema revision or None); sqlite3.Error when the
     file cannot be read or cannot take a write (read-only, locked, not a database)."""
@@ -191,7 +196,7 @@ def _schema(db: Path) -> tuple[set[str], str | None]:
 
     con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)  # a publish may hold it
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = _tables(con)
         row = (
             con.execute("SELECT version_num FROM alembic_version").fetchone()
             if "alembic_version" in tables
@@ -266,7 +271,7 @@ def repair_sqlite(db: Path) -> str:
         return f"{db} is at schema {head_revision()}: nothing to repair"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = _tables(con)
         held = sum(
             con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # two fixed table names
             for t in ("runs", "registered_models")

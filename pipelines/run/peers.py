@@ -53,6 +53,8 @@ def compare_peers(
     fid = pick["metrics"].get("fidelity", math.nan) - best["metrics"].get("fidelity", math.nan)
     return {
         **out,
+        # The pick is the peer's own graph, byte for byte (timed once): the recipe, not slimline, won.
+        "same_graph": pick.get("same_graph_as", pick["id"]) == best.get("same_graph_as", best["id"]),
         "pick": pick["id"],
         "speedup": ratio.median,
         "ci": [ratio.low, ratio.high],
@@ -74,6 +76,8 @@ def outcome_line(section: dict[str, Any] | None) -> str | None:
     note = "" if section["best_fits"] else " (no peer meets the constraints: the fastest shown)"
     if section.get("verdict") is None:
         return f"nothing selected; the best peer is {best}{note}"
+    if section.get("same_graph"):
+        return f"pick vs best peer ({best}): the same graph, byte for byte (the pick is that recipe){note}"
     low, high = section["ci"]
     fid = f"at fidelity {section['fidelity_delta']:+.4f}"
     if section["verdict"] == PEER_FASTER:

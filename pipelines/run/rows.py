@@ -111,6 +111,8 @@ def _row(plan: Plan, v: Variant, records: dict[str, Record], latency: dict[str, 
     if lat and not succeeded(lat):
         status, row["reason"] = Status.FAILED, lat.get("reason")
     row.update(metrics=m, onnx=chain[-1]["path"], status=status)
+    if lat.get("same_graph_as"):  # byte-identical to that variant's graph: timed once, for both
+        row["same_graph_as"] = lat["same_graph_as"]
     quant = records[q] if (q := plan.stage_of(v, "quantize")) else {}
     if quant.get("sensitivity"):  # mixed precision chosen by sensitivity: the table and the choice
         row["sensitivity"], row["excluded"] = quant["sensitivity"], quant.get("excluded", [])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from slimline.pipelines.spec.spec import Spec
+from slimline.pipelines.spec.spec import Spec, schema_object
 
 PIPE = "\\|"  # a literal | inside a Markdown table cell
 
@@ -29,24 +29,12 @@ def _type(node: dict[str, Any], defs: dict[str, Any]) -> str:
     return str(kind)
 
 
-def _object(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any] | None:
-    """The object schema a field holds directly (through a $ref, or one of an anyOf with null)."""
-    if "$ref" in node:
-        target = defs[node["$ref"].rsplit("/", 1)[1]]
-        return target if "properties" in target else None
-    for option in node.get("anyOf", []):
-        found = _object(option, defs)
-        if found is not None:
-            return found
-    return None
-
-
 def _rows(schema: dict[str, Any], defs: dict[str, Any], prefix: str, seen: set[str]) -> list[str]:
     out = []
     required = set(schema.get("required", []))
     for name, node in schema.get("properties", {}).items():
         path = f"{prefix}{name}"
-        child = _object(node, defs)
+        child = schema_object(node, defs)
         default = (
             "required" if name in required else json.dumps(node.get("default")) if "default" in node else ""
         )

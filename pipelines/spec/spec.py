@@ -430,21 +430,28 @@ def variant_axes(
     return pruning, quant
 
 
+def schema_object(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any] | None:
+    """The object schema a JSON Schema field holds directly (through a $ref, or one of an anyOf
+    with null), or None: the one walk behind did-you-mean and the generated reference page."""
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[1]]
+        return target if "properties" in target else None
+    for option in node.get("anyOf", []):
+        found = schema_object(option, defs)
+        if found is not None:
+            return found
+    return None
+
+
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys the spec's schema allows in the mapping at `loc` (none when it cannot tell)."""
     schema = Spec.model_json_schema()
     defs = schema.get("$defs", {})
-    node: dict[str, Any] = schema
+    node: dict[str, Any] | None = schema
     for part in loc:
-        prop = node.get("properties", {}).get(str(part))
-        if prop is None:
-            return []
-        refs = [prop, *prop.get("anyOf", [])]
-        target = next((r["$ref"] for r in refs if "$ref" in r), None)
-        if target is None:
-            return []
-        node = defs[target.rsplit("/", 1)[1]]
-    return list(node.get("properties", {}))
+        prop = node.get("properties", {}).get(str(part)) if node else None
+        node = schema_object(prop, defs) if prop is not None else None
+    return list(node.get("properties", {})) if node else []
 
 
 def _elsewhere(key: str) -> str:

@@ -55,6 +55,18 @@ def test_a_peer_that_wins_is_said_plainly_and_a_tie_is_a_tie() -> None:
     assert compare_peers([_row("pick", 10.0, 0.99)], ["pick"], {"pick": _samples(10.0)}, SELECT) is None
 
 
+def test_a_pick_that_is_the_peers_own_graph_is_said_to_be_so() -> None:
+    """The latency stage times byte-identical graphs once: the pick then cannot 'beat' its twin."""
+    same = _samples(10.0)
+    rows = [{**_row("pick", 10.0, 0.96), "same_graph_as": "p"}, _row("p", 10.0, 0.96, peer="ort-default")]
+    got = compare_peers(rows, ["pick"], {"pick": same, "p": same}, SELECT)
+    assert got is not None and got["same_graph"] and got["verdict"] == "tied" and got["ci"] == [1.0, 1.0]
+    said = "pick vs best peer (ort-default): the same graph, byte for byte (the pick is that recipe)"
+    assert outcome_line(got) == said
+    other = compare_peers([_row("pick", 10.0, 0.96), rows[1]], ["pick"], {"pick": same, "p": same}, SELECT)
+    assert other is not None and not other["same_graph"]
+
+
 def _spec(**extra: Any) -> Spec:
     return Spec.model_validate({"version": 1, "name": "m", "model": {"source": "x"}, **extra})
 
