@@ -127,6 +127,11 @@ def names() -> tuple[str, ...]:
     return tuple(METRICS)
 
 
+def reported_by(task: str | None) -> list[str]:
+    """The metrics a model task's variants report, in table order (every metric for None)."""
+    return [n for n, m in METRICS.items() if task is None or task in m.tasks]
+
+
 def maximised() -> frozenset[str]:
     """Metrics where larger is better; every other one is minimised."""
     return frozenset(m.name for m in METRICS.values() if m.direction == "max")

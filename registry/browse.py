@@ -14,7 +14,7 @@ from typing import Any
 from slimline.pipelines.errors import FatalInputError, did_you_mean
 from slimline.pipelines.metrics import key_metrics
 from slimline.registry.lineage import TAG, metrics_of
-from slimline.registry.store import alias_problem, bound, client, sqlite_path
+from slimline.registry.store import alias_problem, bound, client, require_store
 
 KEY_METRICS = key_metrics()  # shown beside each model by `slimline registry ls`
 
@@ -58,10 +58,7 @@ class Browser:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        db = sqlite_path(uri)
-        if db is not None and not db.exists():  # reading never creates a store where none was
-            hint = "run from the project folder or pass --tracking-uri"
-            raise FatalInputError(f"no MLflow store at {db}; {hint}")
+        require_store(uri)
         self.client = client(uri)
 
     def _model(self, name: str) -> Any:

@@ -31,6 +31,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]).resolve()
 
 
+def require_store(uri: str) -> None:
+    """For commands that only read: a SQLite store must exist already (reading never creates one
+    where none was); FatalInputError names the absolute path looked at."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise FatalInputError(f"no MLflow store at {db}; run from the project folder or pass --tracking-uri")
+
+
 def artifact_root(uri: str) -> str | None:
     """Where run artifacts go for a SQLite store: `mlartifacts/` beside the database file.
 

@@ -47,18 +47,6 @@ def _graph_of(
     return dest / "model.onnx"
 
 
-def own_variant(champ: Champion | None, plan: Plan, records: dict[str, Record]) -> str | None:
-    """The id of this run's variant whose graph the champion is (then it is timed once, as that
-    variant: the report shows one latency for one graph), or None."""
-    if champ is None or champ.graph is None or champ.error:
-        return None
-    for v in plan.variants:
-        last = records.get(v.stages[-1], {}) if v.stages else {}
-        if v.id == champ.variant and succeeded(last) and Path(last["path"]) == champ.graph:
-            return v.id
-    return None
-
-
 def measure(
     registry: Registry,
     spec: Spec,

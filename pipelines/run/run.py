@@ -259,13 +259,10 @@ def run(
                 champ = champion.measure(registry, spec, plan, records, ctx, executor, obs, root)
             except KeyboardInterrupt as exc:  # Ctrl-C while the champion is evaluated
                 raise Interrupted(records) from exc
-        # A champion that is one of this run's graphs is timed once, as that variant.
-        own = champion.own_variant(champ, plan, records)
-        timed_apart = champ is not None and champ.graph is not None and not champ.error and own is None
-        extra = {champion.KEY: champ.graph} if timed_apart and champ is not None and champ.graph else {}
+        # A champion whose graph is one of this run's (byte for byte) is timed once, with it: the
+        # latency stage shares a twin's samples (tasks.evaluate.twins).
+        extra = {champion.KEY: champ.graph} if champ and champ.graph and not champ.error else {}
         latency = time_variants(plan, records, spec, ctx, executor, obs, root / run_id / "timing", extra)
-        if own is not None and own in latency:
-            latency[champion.KEY] = latency[own]
     except Interrupted as exc:
         interrupted = exc
         records = records or exc.records

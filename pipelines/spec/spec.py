@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from slimline.pipelines.errors import SpecError, did_you_mean
-from slimline.pipelines.metrics import METRICS
+from slimline.pipelines.metrics import METRICS, reported_by
 from slimline.pipelines.schedule.schedule import check_cron
 from slimline.pipelines.spec.base import StrictModel
 from slimline.pipelines.spec.reader import read_yaml
@@ -209,7 +209,7 @@ class SelectSpec(StrictModel):
     def _known_metrics(cls, value: Any, info: ValidationInfo) -> Any:
         # parse_spec passes the model's task: the list then names only the metrics it reports.
         task = (info.context or {}).get("task")
-        known = [n for n, m in METRICS.items() if task is None or task in m.tasks]
+        known = reported_by(task)
         for name in value:
             if name not in METRICS:
                 close = difflib.get_close_matches(name, known, n=1)
@@ -528,7 +528,7 @@ def check_data(spec: Spec) -> None:
     for field in ("constraints", "objectives"):
         for name in getattr(spec.select, field):
             if task not in METRICS[name].tasks:
-                known = ", ".join(n for n, m in METRICS.items() if task in m.tasks)
+                known = ", ".join(reported_by(task))
                 only = ", ".join(t for t in TASKS if t in METRICS[name].tasks)
                 raise SpecError(
                     f"select.{field}: {name} is reported by {only} models only; model.task is {task}; "

@@ -265,16 +265,13 @@ def ui(ctx: click.Context, tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the configured store."""
     import subprocess
 
-    from slimline.registry.store import artifact_root, resolve_uri, sqlite_path
+    from slimline.registry.store import artifact_root, require_store, resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         click.echo(f"{uri} is a tracking server: open it in a browser")
         return
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():  # browsing never creates a store where none was
-        hint = "run from the project folder or pass --tracking-uri"
-        fail(ctx, FatalInputError(f"no MLflow store at {db}; {hint}"))
+    guarded(ctx, lambda: require_store(uri))
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     cmd = [exe, "ui", "--backend-store-uri", uri, "--registry-store-uri", uri, "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", "1"]  # one browsing user: one worker, a quarter the memory
